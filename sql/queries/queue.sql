@@ -1,0 +1,68 @@
+-- pgmq, through its own functions. $1 is always the queue name.
+
+-- name: read_messages
+-- Claims up to $3 visible messages for $2 seconds (pgmq counts the read in read_ct).
+SELECT msg_id, read_ct, enqueued_at, vt, message
+FROM pgmq.read($1, $2::integer, $3::integer)
+
+-- name: extend_visibility
+-- Keeps messages still being worked on invisible for another $3 seconds.
+SELECT count(*) FROM pgmq.set_vt($1, $2::bigint[], $3::integer)
+
+-- name: send_message
+SELECT pgmq.send($1, $2::jsonb, coalesce($3::timestamptz, clock_timestamp()))
+
+-- name: queue_metrics
+SELECT queue_length, queue_visible_length, oldest_msg_age_sec, total_messages
+FROM pgmq.metrics($1)
+
+-- name: settle_messages
+-- Everything the worker learnt about a batch of messages, in one statement and
+-- one transaction: acks, retries, dead letters, their job-run records and the
+-- cache invalidation they owe. Volatile CTEs run only when referenced, hence
+-- the final SELECT that counts them all.
+WITH runs AS (
+    INSERT INTO stats_worker.job_runs AS r (
+        queue_name, msg_id, status, attempts, tenant_id, match_id, enqueued_at,
+        started_at, finished_at, duration_ms, last_error, updated_at)
+    SELECT $1, u.msg_id, u.status, u.attempts, u.tenant_id, u.match_id, u.enqueued_at,
+           u.started_at, u.finished_at, u.duration_ms, u.last_error, now()
+    FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::bigint[],
+                $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
+                $10::double precision[], $11::text[])
+        AS u(msg_id, status, attempts, tenant_id, match_id, enqueued_at,
+             started_at, finished_at, duration_ms, last_error)
+    ON CONFLICT (queue_name, msg_id) DO UPDATE SET
+        status = excluded.status,
+        attempts = excluded.attempts,
+        tenant_id = coalesce(excluded.tenant_id, r.tenant_id),
+        match_id = coalesce(excluded.match_id, r.match_id),
+        started_at = excluded.started_at,
+        finished_at = excluded.finished_at,
+        duration_ms = excluded.duration_ms,
+        last_error = coalesce(excluded.last_error, r.last_error),
+        updated_at = now()
+    RETURNING 1
+),
+acked AS (
+    SELECT 1 FROM pgmq.delete($1, $12::bigint[])
+),
+retried AS (
+    SELECT 1
+    FROM unnest($13::bigint[], $14::double precision[]) AS d(msg_id, delay_s),
+         LATERAL pgmq.set_vt($1, d.msg_id, clock_timestamp() + make_interval(secs => d.delay_s))
+),
+dead AS (
+    SELECT 1 FROM pgmq.archive($1, $15::bigint[])
+),
+invalidation AS (
+    INSERT INTO stats_worker.callbacks (msg_ids, tags, next_attempt_at)
+    SELECT $12::bigint[], $16::text[], now() + make_interval(secs => $17::double precision)
+    WHERE cardinality($16::text[]) > 0
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM runs) AS runs,
+       (SELECT count(*) FROM acked) AS acked,
+       (SELECT count(*) FROM retried) AS retried,
+       (SELECT count(*) FROM dead) AS dead,
+       (SELECT id FROM invalidation) AS callback_id

@@ -1,0 +1,52 @@
+-- The statistics recompute, as the handler runs it. The functions live in the
+-- migrations (sql/migrations/0004_stats_functions.sql).
+
+-- name: message_scope
+SELECT player_ids, season_ids, rating_from_at, rating_from_id
+FROM stats.message_scope($1::uuid, $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz)
+
+-- name: rebuild_scope
+SELECT match_ids, player_ids, season_ids, rating_from_at, rating_from_id
+FROM stats.rebuild_scope($1::uuid)
+
+-- name: tenants_with_stats
+SELECT id FROM public.tenants
+UNION
+SELECT DISTINCT tenant_id FROM stats.player_totals
+UNION
+SELECT DISTINCT tenant_id FROM stats.match_reports
+ORDER BY 1
+
+-- name: refresh_player_totals
+SELECT stats.refresh_player_totals($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_season_standings
+SELECT stats.refresh_season_standings($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_personal_bests
+SELECT stats.refresh_personal_bests($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_match_reports
+SELECT stats.refresh_match_reports($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_player_form
+SELECT stats.refresh_player_form($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_player_streaks
+SELECT stats.refresh_player_streaks($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_partnerships
+SELECT stats.refresh_partnerships($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_season_leaderboards
+SELECT stats.refresh_season_leaderboards($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_milestones
+SELECT stats.refresh_milestones($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_player_ratings
+SELECT stats.refresh_player_ratings($1, $2, $3, $4, $5, $6)
+
+-- name: refresh_hall_of_fame
+-- Second phase: derives from player_totals, player_streaks and personal_bests.
+SELECT stats.refresh_hall_of_fame($1, $2, $3, $4, $5, $6)

@@ -1,0 +1,183 @@
+"""Helpers shared by the tests: settings, a test handler, workers in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from pydantic import BaseModel, ValidationError
+
+from worker.app import Worker, run_worker
+from worker.database import Pool
+from worker.errors import MalformedMessage
+from worker.handlers import HandlerRegistry, Subject
+from worker.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def dsn_for_database(server_dsn: str, database: str) -> str:
+    parts = urlsplit(server_dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def worker_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for a worker under test: fast polling, short timeouts."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "poll_interval_seconds": 0.2,
+        "visibility_timeout_seconds": 5,
+        "retry_base_seconds": 0.2,
+        "retry_max_seconds": 2.0,
+        "shutdown_grace_seconds": 5.0,
+        "pool_min_size": 1,
+        "pool_max_size": 6,
+        "port": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
+) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+# -- a handler for engine tests ------------------------------------------------
+
+ENGINE_TABLE = """
+CREATE TABLE IF NOT EXISTS public.engine_runs (
+    id bigserial PRIMARY KEY,
+    job text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz
+)
+"""
+
+
+class EngineJob(BaseModel):
+    job: str
+    sleep: float = 0.0
+    fail_times: int = 0
+    """Fail this many runs before succeeding."""
+    group: str | None = None
+
+
+class EngineHandler:
+    """Records each run in ``engine_runs`` (start, end, pid), sleeps, fails on request."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def parse(self, body: Any) -> EngineJob:
+        try:
+            return EngineJob.model_validate(body)
+        except ValidationError as exc:
+            raise MalformedMessage(f"not an engine job: {exc.errors()[0]['msg']}") from None
+
+    def subject(self, payload: EngineJob) -> Subject:
+        return Subject()
+
+    def group_key(self, payload: EngineJob) -> Hashable | None:
+        return payload.group
+
+    async def run(self, payloads: Sequence[EngineJob]) -> Sequence[str]:
+        for job in payloads:
+            run_id = await self.pool.fetchval(
+                "INSERT INTO engine_runs (job, pid) VALUES ($1, $2) RETURNING id",
+                job.job,
+                os.getpid(),
+            )
+            await asyncio.sleep(job.sleep)
+            previous = await self.pool.fetchval(
+                "SELECT count(*) FROM engine_runs WHERE job = $1 AND id < $2", job.job, run_id
+            )
+            await self.pool.execute(
+                "UPDATE engine_runs SET finished_at = clock_timestamp() WHERE id = $1", run_id
+            )
+            if previous < job.fail_times:
+                raise RuntimeError(f"planned failure {previous + 1} of {job.fail_times}")
+        return [f"job:{p.job}" for p in payloads]
+
+
+def engine_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
+    return {settings.queue_name: EngineHandler(pool)}
+
+
+async def prepare_engine_table(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(ENGINE_TABLE)
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings,
+    handlers: Callable[[Settings, Pool], HandlerRegistry] = engine_handlers,
+) -> AsyncIterator[Worker]:
+    """A worker running in this event loop until the block ends (then stopped gracefully)."""
+    ready: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+    assert settings.database_url is not None
+    task = asyncio.create_task(
+        run_worker(
+            settings,
+            settings.database_url.get_secret_value(),
+            handlers=handlers,
+            install_signal_handlers=False,
+            on_ready=ready.set_result,
+        )
+    )
+    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    worker = ready.result()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+def start_worker_process(database_url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """A worker in its own process, running the engine test handler."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "POLL_INTERVAL_SECONDS": "0.2",
+        "VISIBILITY_TIMEOUT_SECONDS": "5",
+        "RETRY_BASE_SECONDS": "0.2",
+        "LOG_FORMAT": "json",
+        "PORT": "0",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.engine_process", *args],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    process.send_signal(sig)
+    return process.wait(timeout=30)

@@ -1,0 +1,127 @@
+"""The consumer engine on a real PostgreSQL and real pgmq, with a test handler."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import asyncpg
+
+from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
+from worker import jobs
+from worker.queue import send
+
+QUEUE = "stats_updates"
+
+
+async def _runs(conn: asyncpg.Connection, job: str) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM engine_runs WHERE job = $1 ORDER BY id", job)
+
+
+async def _queue_length(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT queue_length FROM pgmq.metrics($1)", QUEUE))
+
+
+async def test_a_message_is_processed_acked_and_recorded(database_url, conn, pool):
+    await prepare_engine_table(database_url)
+    msg_id = await send(pool, QUEUE, {"job": "one"})
+    async with running_worker(worker_settings(database_url)):
+        await wait_for(lambda: _is_status(pool, msg_id, "succeeded"))
+    assert await _queue_length(conn) == 0
+    assert len(await _runs(conn, "one")) == 1
+    job = await jobs.get_job(pool, QUEUE, msg_id)
+    assert job is not None
+    assert job.attempts == 1
+    assert job.duration_ms is not None and job.duration_ms >= 0
+    assert job.started_at is not None and job.finished_at is not None
+    callback = await conn.fetchrow("SELECT msg_ids, tags FROM stats_worker.callbacks")
+    assert callback["msg_ids"] == [msg_id]
+    assert callback["tags"] == ["job:one"]
+
+
+async def _is_status(pool: asyncpg.Pool, msg_id: int, status: str) -> bool:
+    job = await jobs.get_job(pool, QUEUE, msg_id)
+    return job is not None and job.status == status
+
+
+async def test_a_malformed_message_is_dead_at_once_with_its_reason(database_url, conn, pool):
+    await prepare_engine_table(database_url)
+    msg_id = await send(pool, QUEUE, {"job": ["not", "a", "string"]})
+    async with running_worker(worker_settings(database_url)):
+        await wait_for(lambda: _is_status(pool, msg_id, "dead"))
+    job = await jobs.get_job(pool, QUEUE, msg_id)
+    assert job is not None
+    assert job.attempts == 1
+    assert "not an engine job" in (job.last_error or "")
+    archived = await conn.fetchval(f"SELECT message FROM pgmq.a_{QUEUE} WHERE msg_id = $1", msg_id)
+    assert archived == {"job": ["not", "a", "string"]}
+    assert await _queue_length(conn) == 0
+
+
+async def test_failures_back_off_then_succeed(database_url, conn, pool):
+    await prepare_engine_table(database_url)
+    msg_id = await send(pool, QUEUE, {"job": "flaky", "fail_times": 2})
+    settings = worker_settings(database_url, retry_base_seconds=0.4, max_attempts=5)
+    async with running_worker(settings):
+        await wait_for(lambda: _is_status(pool, msg_id, "succeeded"))
+    runs = await _runs(conn, "flaky")
+    assert len(runs) == 3
+    gaps = [
+        (b["started_at"] - a["finished_at"]).total_seconds() for a, b in itertools.pairwise(runs)
+    ]
+    # Equal jitter: attempt n waits between half and all of base * 2**(n-1).
+    assert 0.2 <= gaps[0] <= 0.4 + 0.5
+    assert 0.4 <= gaps[1] <= 0.8 + 0.5
+    job = await jobs.get_job(pool, QUEUE, msg_id)
+    assert job is not None and job.attempts == 3
+
+
+async def test_dead_after_max_attempts_then_retry_brings_it_back(database_url, conn, pool):
+    await prepare_engine_table(database_url)
+    msg_id = await send(pool, QUEUE, {"job": "doomed", "fail_times": 3})
+    settings = worker_settings(database_url, retry_base_seconds=0.05, max_attempts=3)
+    async with running_worker(settings):
+        await wait_for(lambda: _is_status(pool, msg_id, "dead"))
+        job = await jobs.get_job(pool, QUEUE, msg_id)
+        assert job is not None
+        assert job.attempts == 3
+        assert "attempts exhausted (3/3)" in (job.last_error or "")
+        assert "planned failure 3 of 3" in (job.last_error or "")
+        assert len(await _runs(conn, "doomed")) == 3
+
+        new_id = await jobs.retry_dead(pool, QUEUE, msg_id)
+        assert new_id is not None and new_id != msg_id
+        await wait_for(lambda: _is_status(pool, new_id, "succeeded"))
+    old = await jobs.get_job(pool, QUEUE, msg_id)
+    assert old is not None and old.retried_as == new_id
+    assert await jobs.retry_dead(pool, QUEUE, msg_id) is None  # no longer a dead letter
+    assert await conn.fetchval(f"SELECT count(*) FROM pgmq.a_{QUEUE}") == 0
+
+
+async def test_queued_messages_are_listed_before_anyone_reads_them(database_url, pool):
+    first = await send(pool, QUEUE, {"job": "a"})
+    second = await send(pool, QUEUE, {"job": "b"})
+    listed = await jobs.list_jobs(pool, QUEUE, "queued", 10)
+    assert [job.msg_id for job in listed] == [second, first]
+    assert {job.status for job in listed} == {"queued"}
+
+
+async def test_until_empty_returns_when_the_queue_has_drained(database_url, conn, pool):
+    await prepare_engine_table(database_url)
+    for i in range(20):
+        await send(pool, QUEUE, {"job": f"bulk-{i}"})
+    from tests.support import engine_handlers
+    from worker.app import run_worker
+
+    await asyncio.wait_for(
+        run_worker(
+            worker_settings(database_url),
+            database_url,
+            handlers=engine_handlers,
+            until_empty=True,
+            install_signal_handlers=False,
+        ),
+        timeout=30,
+    )
+    assert await _queue_length(conn) == 0
+    assert await conn.fetchval("SELECT count(*) FROM engine_runs") == 20

@@ -1,0 +1,145 @@
+"""Wiring: settings → pool → migrate → consumers (+ settler, listener) → shutdown.
+
+The one place that knows every part. Signals only set the stop flag; the first
+SIGTERM/SIGINT stops reading and lets in-flight work finish within
+``SHUTDOWN_GRACE_SECONDS``, a second one cancels at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker import database
+from worker.consumer import Consumer
+from worker.database import Pool
+from worker.handlers import HandlerRegistry
+from worker.migrate import migrate
+from worker.outcomes import Settler
+from worker.settings import Settings
+from worker.status import WorkerStatus
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundTaskDied(RuntimeError):
+    """A task that should run for the worker's whole life returned or failed."""
+
+
+@dataclass
+class Worker:
+    """A running worker's parts, for the HTTP layer and for tests."""
+
+    settings: Settings
+    pool: Pool
+    status: WorkerStatus
+    consumers: list[Consumer] = field(default_factory=list)
+    settlers: list[Settler] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.status.stopping = True
+        for consumer in self.consumers:
+            consumer.stop()
+
+
+async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a task that must never end; ending at all is a failure."""
+    await coroutine
+    raise BackgroundTaskDied(f"background task {name!r} stopped")
+
+
+def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
+    from worker.stats.handler import StatsHandler
+
+    return {settings.queue_name: StatsHandler(pool)}
+
+
+async def run_worker(
+    settings: Settings,
+    dsn: str,
+    *,
+    handlers: Callable[[Settings, Pool], HandlerRegistry] = default_handlers,
+    until_empty: bool = False,
+    install_signal_handlers: bool = True,
+    on_ready: Callable[[Worker], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run until stopped by a signal (or the queue drains, with ``until_empty``)."""
+    async with database.open_pool(dsn, settings) as pool:
+        if settings.migrate_on_start:
+            async with pool.acquire() as connection:
+                report = await migrate(connection, settings.queue_name)
+            log.info("database ready", extra={"pgmq": report.pgmq, "applied": report.applied})
+        worker = Worker(settings, pool, WorkerStatus.now())
+        for queue_name, handler in handlers(settings, pool).items():
+            settler = Settler(pool, queue_name)
+            worker.settlers.append(settler)
+            worker.consumers.append(
+                Consumer(
+                    pool=pool,
+                    dsn=dsn,
+                    settings=settings,
+                    queue_name=queue_name,
+                    handler=handler,
+                    settler=settler,
+                    status=worker.status,
+                    until_empty=until_empty,
+                )
+            )
+        with _signals_stop(worker, enabled=install_signal_handlers):
+            await _run(worker, on_ready)
+
+
+async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | None] | None) -> None:
+    async with asyncio.TaskGroup() as group:
+        background = [
+            group.create_task(_for_life(f"settler:{i}", settler.run()))
+            for i, settler in enumerate(worker.settlers)
+        ]
+        if on_ready is not None:
+            ready = on_ready(worker)
+            if ready is not None:
+                await ready
+        log.info(
+            "worker started",
+            extra={
+                "queues": [c.queue.name for c in worker.consumers],
+                "concurrency": worker.settings.concurrency,
+            },
+        )
+        await asyncio.gather(*(consumer.run() for consumer in worker.consumers))
+        for task in background:
+            task.cancel()
+    log.info("worker stopped")
+
+
+@contextlib.contextmanager
+def _signals_stop(worker: Worker, *, enabled: bool) -> Any:
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal(signum: int) -> None:
+        if worker.status.stopping and main_task is not None:
+            log.warning("second signal: cancelling in-flight work")
+            main_task.cancel()
+            return
+        log.info(
+            "stopping: finishing in-flight messages", extra={"signal": signal.Signals(signum).name}
+        )
+        worker.stop()
+
+    for signum in signals:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,166 @@
+"""``stats-worker``: the command line. Each command is a small function."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker import database, jobs
+from worker.database import Pool
+from worker.logs import configure_logging
+from worker.settings import Settings, SettingsError, load_settings
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; the message says why."""
+
+
+async def _with_pool(settings: Settings, work: Callable[[Pool], Awaitable[int]]) -> int:
+    with database.database_dsn(settings) as dsn:
+        async with database.open_pool(dsn, settings) as pool:
+            return await work(pool)
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker.app import run_worker
+
+    async def run() -> int:
+        with database.database_dsn(settings) as dsn:
+            await run_worker(settings, dsn, until_empty=args.until_empty)
+        return 0
+
+    return run()
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker.migrate import migrate
+
+    async def work(pool: Pool) -> int:
+        async with pool.acquire() as connection:
+            report = await migrate(connection, settings.queue_name)
+        applied = ", ".join(report.applied) or "none (up to date)"
+        print(f"pgmq: {report.pgmq}")
+        print(f"queue {settings.queue_name}: {'created' if report.queue_created else 'exists'}")
+        print(f"migrations applied: {applied}")
+        return 0
+
+    return _with_pool(settings, work)
+
+
+def _read_body(args: argparse.Namespace) -> Any:
+    text = args.body if args.body is not None else sys.stdin.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"the message is not JSON: {exc}") from None
+
+
+def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker.queue import send
+
+    body = _read_body(args)
+    run_at = datetime.now(UTC) + timedelta(seconds=args.delay) if args.delay else None
+
+    async def work(pool: Pool) -> int:
+        msg_id = await send(pool, args.queue or settings.queue_name, body, run_at)
+        print(msg_id)
+        return 0
+
+    return _with_pool(settings, work)
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    async def work(pool: Pool) -> int:
+        found = await jobs.list_jobs(pool, settings.queue_name, args.status, args.limit)
+        if args.json:
+            print(json.dumps([job.as_json() for job in found], indent=2))
+            return 0
+        print(f"{'msg_id':>8}  {'status':<9} {'tries':>5}  {'match':>8}  {'ms':>8}  error")
+        for job in found:
+            ms = f"{job.duration_ms:.1f}" if job.duration_ms is not None else "-"
+            error = (job.last_error or "").replace("\n", " ")[:80]
+            if job.retried_as:
+                error = f"(retried as {job.retried_as}) {error}"
+            print(
+                f"{job.msg_id:>8}  {job.status:<9} {job.attempts:>5}  "
+                f"{job.match_id if job.match_id is not None else '-':>8}  {ms:>8}  {error}"
+            )
+        return 0
+
+    return _with_pool(settings, work)
+
+
+def cmd_retry(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    async def work(pool: Pool) -> int:
+        new_id = await jobs.retry_dead(pool, settings.queue_name, args.msg_id)
+        if new_id is None:
+            raise CommandError(
+                f"message {args.msg_id} is not a dead letter of {settings.queue_name}"
+            )
+        print(f"message {args.msg_id} is back on the queue as {new_id}")
+        return 0
+
+    return _with_pool(settings, work)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stats-worker",
+        description="Keeps a league's statistics fresh from a pgmq queue. "
+        "Settings come from environment variables (see README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="consume the queue (default: until SIGTERM)")
+    run.add_argument("--until-empty", action="store_true", help="exit 0 once the queue is empty")
+    run.set_defaults(handler=cmd_run)
+
+    commands.add_parser("migrate", help="install pgmq, the queue and the schema").set_defaults(
+        handler=cmd_migrate
+    )
+
+    enqueue = commands.add_parser("enqueue", help="put a message on the queue")
+    enqueue.add_argument("body", nargs="?", help="JSON body (default: read stdin)")
+    enqueue.add_argument("--delay", type=float, default=0.0, help="seconds before it is visible")
+    enqueue.add_argument("--queue", help="queue name (default: QUEUE_NAME)")
+    enqueue.set_defaults(handler=cmd_enqueue)
+
+    listing = commands.add_parser("jobs", help="list job runs")
+    listing.add_argument("--status", choices=jobs.JOB_STATUSES)
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_jobs)
+
+    retry = commands.add_parser("retry", help="put a dead letter back on the queue")
+    retry.add_argument("msg_id", type=int)
+    retry.set_defaults(handler=cmd_retry)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"stats-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        exit_code: int = asyncio.run(args.handler(settings, args))
+        return exit_code
+    except (CommandError, ValueError) as exc:
+        print(f"stats-worker: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

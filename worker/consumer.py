@@ -1,0 +1,343 @@
+"""The consumer: read what there is room for, run it, settle it, repeat.
+
+Per queue: a read loop that claims at most as many messages as there are free
+slots (pgmq ``read`` with a visibility timeout), a task per group of messages,
+a renewer that keeps running messages invisible, and a LISTEN connection on
+pgmq's insert NOTIFY so an idle worker wakes at once (polling stays on as the
+fallback when the listener is down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from worker import database, metrics
+from worker.database import Pool
+from worker.errors import GiveUp, MalformedMessage, RetryLater
+from worker.handlers import Handler
+from worker.outcomes import JobRun, Settler
+from worker.queue import Message, Queue
+from worker.settings import Settings
+from worker.status import WorkerStatus
+
+log = logging.getLogger(__name__)
+
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+LISTENER_KEEPALIVE_SECONDS = 15.0
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random."""
+    ceiling: float = min(cap, base * 2.0 ** max(0, attempt - 1))
+    jitter: float = random.uniform(0, ceiling / 2)
+    return ceiling / 2 + jitter
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:2000]
+
+
+class Consumer:
+    def __init__(
+        self,
+        *,
+        pool: Pool,
+        dsn: str,
+        settings: Settings,
+        queue_name: str,
+        handler: Handler[Any],
+        settler: Settler,
+        status: WorkerStatus,
+        until_empty: bool = False,
+    ) -> None:
+        self.queue = Queue(pool, queue_name)
+        self._dsn = dsn
+        self._settings = settings
+        self._handler = handler
+        self._settler = settler
+        self._status = status
+        self._until_empty = until_empty
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._in_flight: dict[int, Message] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._labels = {"queue": queue_name}
+
+    def stop(self) -> None:
+        """Stop reading; in-flight work goes on (see :meth:`run`)."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop` (or an empty queue with ``until_empty``).
+
+        Then let in-flight groups finish within the grace period and cancel the
+        rest; a cancelled message is released at once for another worker.
+        """
+        helpers = [
+            asyncio.create_task(self._listen_forever(), name=f"listen:{self.queue.name}"),
+            asyncio.create_task(self._renew_forever(), name=f"renew:{self.queue.name}"),
+        ]
+        try:
+            await self._read_until_stopped(helpers)
+            await self._finish_in_flight()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    # -- reading -------------------------------------------------------------
+
+    async def _read_until_stopped(self, helpers: Sequence[asyncio.Task[None]]) -> None:
+        failures = 0
+        while not self._stopping:
+            for task in helpers:
+                if task.done():
+                    task.result()  # a helper that died takes the consumer down, loudly
+                    raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
+            free = self._settings.concurrency - len(self._in_flight)
+            if free <= 0:
+                await self._sleep_until_woken()
+                continue
+            self._wake.clear()
+            try:
+                messages = await self.queue.read(
+                    self._settings.visibility_timeout_seconds,
+                    min(free, self._settings.batch_size),
+                )
+            except DATABASE_ERRORS as exc:
+                failures += 1
+                log.warning(
+                    "queue read failed", extra={"error": _short(exc), "queue": self.queue.name}
+                )
+                await asyncio.sleep(min(0.2 * 2**failures, 10.0))
+                continue
+            failures = 0
+            self._mark_poll()
+            if messages:
+                self._start(messages)
+            elif self._until_empty and await self._queue_is_empty():
+                return
+            else:
+                await self._sleep_until_woken()
+
+    def _mark_poll(self) -> None:
+        now = time.time()
+        self._status.last_poll_at = now
+        metrics.last_poll_timestamp_seconds.labels(**self._labels).set(now)
+
+    async def _sleep_until_woken(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
+
+    async def _queue_is_empty(self) -> bool:
+        if self._in_flight:
+            return False
+        await self._settler.drained()
+        return (await self.queue.depth()).length == 0
+
+    # -- running ---------------------------------------------------------------
+
+    def _start(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._in_flight[message.msg_id] = message
+        self._status.in_flight = len(self._in_flight)
+        metrics.jobs_in_flight.labels(**self._labels).set(len(self._in_flight))
+        for group in self._groups(messages):
+            task = asyncio.create_task(self._run_group(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _groups(self, messages: list[Message]) -> list[list[tuple[Message, Any]]]:
+        """Parse bodies (dead-lettering the malformed) and group what may run together."""
+        keyed: dict[Hashable, list[tuple[Message, Any]]] = defaultdict(list)
+        singles: list[list[tuple[Message, Any]]] = []
+        for message in messages:
+            try:
+                payload = self._handler.parse(message.body)
+            except MalformedMessage as exc:
+                self._dead(
+                    message, self._run_record(message, None, _utcnow()), exc.reason, "malformed"
+                )
+                continue
+            key = self._handler.group_key(payload) if self._settings.coalesce else None
+            if key is None:
+                singles.append([(message, payload)])
+            else:
+                keyed[key].append((message, payload))
+        return singles + list(keyed.values())
+
+    def _run_record(self, message: Message, payload: Any, started_at: datetime) -> JobRun:
+        subject = self._handler.subject(payload) if payload is not None else None
+        return JobRun(
+            msg_id=message.msg_id,
+            status="running",
+            attempts=message.read_ct,
+            enqueued_at=message.enqueued_at,
+            started_at=started_at,
+            tenant_id=subject.tenant_id if subject else None,
+            match_id=subject.match_id if subject else None,
+        )
+
+    async def _run_group(self, group: list[tuple[Message, Any]]) -> None:
+        started_at, started = _utcnow(), time.perf_counter()
+        runs = [self._run_record(message, payload, started_at) for message, payload in group]
+        self._settler.started(runs)
+        try:
+            tags = await self._handler.run([payload for _, payload in group])
+        except asyncio.CancelledError:
+            self._release(group, runs, "interrupted by shutdown")
+            raise
+        except GiveUp as exc:
+            self._finish(runs, started)
+            for (message, _), run in zip(group, runs, strict=True):
+                self._dead(message, run, exc.reason, "gave_up")
+        except Exception as exc:
+            self._finish(runs, started)
+            delay = exc.delay_seconds if isinstance(exc, RetryLater) else None
+            for (message, _), run in zip(group, runs, strict=True):
+                self._failed(message, run, _short(exc), delay)
+        else:
+            self._finish(runs, started)
+            self._settler.succeeded(runs, tags)
+            metrics.messages_total.labels(outcome="succeeded", **self._labels).inc(len(runs))
+            for run in runs:
+                log.info("message succeeded", extra=_log_fields(run, coalesced=len(runs)))
+        finally:
+            self._done(group)
+
+    def _finish(self, runs: list[JobRun], started: float) -> None:
+        elapsed = time.perf_counter() - started
+        metrics.job_duration_seconds.labels(**self._labels).observe(elapsed)
+        finished_at = _utcnow()
+        for run in runs:
+            run.status, run.finished_at, run.duration_ms = "succeeded", finished_at, elapsed * 1000
+
+    def _failed(self, message: Message, run: JobRun, error: str, delay: float | None) -> None:
+        if message.read_ct >= self._settings.max_attempts:
+            reason = (
+                f"attempts exhausted ({message.read_ct}/{self._settings.max_attempts}): {error}"
+            )
+            self._dead(message, run, reason, "attempts_exhausted")
+            return
+        if delay is None:
+            delay = backoff_seconds(
+                message.read_ct, self._settings.retry_base_seconds, self._settings.retry_max_seconds
+            )
+        run.status, run.error = "retrying", error
+        self._settler.retry(run, delay)
+        metrics.messages_total.labels(outcome="retried", **self._labels).inc()
+        log.warning(
+            "message failed, will retry", extra=_log_fields(run, retry_in_s=round(delay, 3))
+        )
+
+    def _dead(self, message: Message, run: JobRun, reason: str, kind: str) -> None:
+        run.status, run.error = "dead", reason
+        run.finished_at = run.finished_at or _utcnow()
+        self._settler.dead(run)
+        metrics.messages_total.labels(outcome="dead", **self._labels).inc()
+        metrics.dead_letters_total.labels(reason=kind, **self._labels).inc()
+        log.error("message dead-lettered", extra=_log_fields(run, reason_kind=kind))
+
+    def _release(self, group: list[tuple[Message, Any]], runs: list[JobRun], why: str) -> None:
+        """Give an unfinished message back to the queue now rather than at its timeout."""
+        for run in runs:
+            run.status, run.error = "retrying", why
+            self._settler.retry(run, 0.0)
+
+    def _done(self, group: list[tuple[Message, Any]]) -> None:
+        for message, _ in group:
+            self._in_flight.pop(message.msg_id, None)
+        self._status.in_flight = len(self._in_flight)
+        metrics.jobs_in_flight.labels(**self._labels).set(len(self._in_flight))
+        self._wake.set()
+
+    async def _finish_in_flight(self) -> None:
+        if self._tasks:
+            log.info("waiting for in-flight messages", extra={"count": len(self._in_flight)})
+            _, pending = await asyncio.wait(
+                set(self._tasks), timeout=self._settings.shutdown_grace_seconds
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._settler.drained()
+
+    # -- keeping messages invisible while they run ------------------------------
+
+    async def _renew_forever(self) -> None:
+        timeout = self._settings.visibility_timeout_seconds
+        interval = max(0.5, timeout / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._in_flight:
+                continue
+            try:
+                async with self._settler.lock:
+                    await self.queue.extend_visibility(list(self._in_flight), timeout)
+            except DATABASE_ERRORS as exc:
+                log.warning("visibility renewal failed", extra={"error": _short(exc)})
+
+    # -- waking on insert ---------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        channel = f"pgmq.q_{self.queue.name}.INSERT"
+        failures = 0
+        while True:
+            try:
+                await self._listen_once(channel)
+                failures = 0
+            except DATABASE_ERRORS as exc:
+                failures += 1
+                log.warning("listener connection lost", extra={"error": _short(exc)})
+            finally:
+                self._status.listener_connected = False
+                metrics.listener_up.labels(**self._labels).set(0)
+            await asyncio.sleep(min(0.2 * 2**failures, 10.0))
+
+    async def _listen_once(self, channel: str) -> None:
+        connection = await database.connect(self._dsn, self._settings)
+        lost = asyncio.Event()
+        try:
+            connection.add_termination_listener(lambda _: lost.set())
+            await connection.add_listener(channel, lambda *_: self._wake.set())
+            self._status.listener_connected = True
+            metrics.listener_up.labels(**self._labels).set(1)
+            self._wake.set()  # anything sent while we were not listening
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), LISTENER_KEEPALIVE_SECONDS)
+                if not lost.is_set():
+                    await connection.fetchval("SELECT 1", timeout=5)
+        finally:
+            if not connection.is_closed():
+                await connection.close(timeout=2)
+
+
+def _log_fields(run: JobRun, **more: object) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "msg_id": run.msg_id,
+        "tenant_id": str(run.tenant_id) if run.tenant_id else None,
+        "match_id": run.match_id,
+        "attempt": run.attempts,
+        "duration_ms": round(run.duration_ms, 2) if run.duration_ms is not None else None,
+    }
+    if run.error:
+        fields["error"] = run.error
+    fields.update(more)
+    return fields

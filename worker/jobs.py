@@ -1,0 +1,73 @@
+"""What operators see and do: job runs, dead letters, the queue at a glance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from worker.database import Pool
+from worker.queries import query
+from worker.settings import QUEUE_NAME_PATTERN
+
+JOB_STATUSES = ("queued", "running", "succeeded", "retrying", "dead")
+
+
+def queue_query(name: str, queue_name: str) -> str:
+    """A named query with the queue's pgmq tables filled in (name validated first)."""
+    if not QUEUE_NAME_PATTERN.match(queue_name):
+        raise ValueError(f"invalid queue name {queue_name!r}")
+    return query(name).format(queue_table=f'"q_{queue_name}"', archive_table=f'"a_{queue_name}"')
+
+
+@dataclass(frozen=True)
+class Job:
+    msg_id: int
+    status: str
+    attempts: int
+    tenant_id: UUID | None
+    match_id: int | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: float | None
+    last_error: str | None
+    retried_as: int | None
+    updated_at: datetime | None
+    message: Any = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+            elif isinstance(value, UUID):
+                out[key] = str(value)
+            else:
+                out[key] = value
+        return out
+
+
+async def list_jobs(pool: Pool, queue_name: str, status: str | None, limit: int) -> list[Job]:
+    if status is not None and status not in JOB_STATUSES:
+        raise ValueError(f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
+    rows = await pool.fetch(queue_query("list_jobs", queue_name), queue_name, status, limit)
+    return [Job(**dict(row)) for row in rows]
+
+
+async def get_job(pool: Pool, queue_name: str, msg_id: int) -> Job | None:
+    row = await pool.fetchrow(queue_query("get_job", queue_name), queue_name, msg_id)
+    return Job(**dict(row)) if row is not None else None
+
+
+async def retry_dead(pool: Pool, queue_name: str, msg_id: int) -> int | None:
+    """Put dead letter ``msg_id`` back on the queue; its new msg_id, or None if not dead."""
+    row = await pool.fetchrow(queue_query("retry_dead", queue_name), queue_name, msg_id)
+    return None if row is None else int(row["new_id"])
+
+
+async def queue_summary(pool: Pool, queue_name: str) -> dict[str, Any]:
+    row = await pool.fetchrow(queue_query("queue_summary", queue_name), queue_name)
+    assert row is not None
+    return {key: (float(v) if isinstance(v, float) else v) for key, v in dict(row).items()}

@@ -1,0 +1,171 @@
+"""Settling messages: acks, retries and dead letters, written in batches.
+
+Handlers report outcomes here; one flusher task writes everything pending in a
+single statement (``settle_messages``): the pgmq delete / set_vt / archive, the
+job-run records and the cache invalidation owed. There is no timer: a flush
+starts as soon as there is something to write, and whatever arrives while it
+runs goes into the next one, so batches grow with load and an idle worker acks
+at once (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from worker.database import Pool
+from worker.queries import query
+
+log = logging.getLogger(__name__)
+
+CALLBACK_LEASE_SECONDS = 30.0
+"""How long a new invalidation is reserved for this process before others may send it."""
+
+
+@dataclass
+class JobRun:
+    """What the job-run record of one message says."""
+
+    msg_id: int
+    status: str
+    attempts: int
+    enqueued_at: datetime
+    started_at: datetime
+    tenant_id: UUID | None = None
+    match_id: int | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Batch:
+    runs: dict[int, JobRun] = field(default_factory=dict)
+    acks: list[int] = field(default_factory=list)
+    retries: dict[int, float] = field(default_factory=dict)
+    dead: list[int] = field(default_factory=list)
+    tags: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.runs or self.acks or self.retries or self.dead)
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    callback_id: int
+    tags: tuple[str, ...]
+
+
+InvalidationSink = Callable[[Invalidation], None]
+
+
+class Settler:
+    """Collects outcomes and writes them in batches; see the module docstring."""
+
+    def __init__(self, pool: Pool, queue_name: str) -> None:
+        self._pool = pool
+        self._queue_name = queue_name
+        self._pending = _Batch()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.lock = asyncio.Lock()
+        """Held while writing; the visibility renewer takes it too, so a renewal
+        can never land after (and undo) a retry's backoff."""
+        self.on_invalidation: InvalidationSink | None = None
+
+    def started(self, runs: Sequence[JobRun]) -> None:
+        for run in runs:
+            self._pending.runs.setdefault(run.msg_id, run)
+        self._kick()
+
+    def succeeded(self, runs: Sequence[JobRun], tags: Sequence[str]) -> None:
+        for run in runs:
+            self._pending.runs[run.msg_id] = run
+            self._pending.acks.append(run.msg_id)
+        self._pending.tags.update(tags)
+        self._kick()
+
+    def retry(self, run: JobRun, delay_seconds: float) -> None:
+        self._pending.runs[run.msg_id] = run
+        self._pending.retries[run.msg_id] = delay_seconds
+        self._kick()
+
+    def dead(self, run: JobRun) -> None:
+        self._pending.runs[run.msg_id] = run
+        self._pending.dead.append(run.msg_id)
+        self._kick()
+
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    async def drained(self) -> None:
+        """Wait until every outcome reported so far is written."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """The flusher task: write whatever is pending, forever."""
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, _Batch()
+            if not batch:
+                self._idle.set()
+                continue
+            try:
+                await self._write(batch)
+                failures = 0
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                failures += 1
+                log.warning("could not settle messages, will retry", extra={"error": repr(exc)})
+                self._requeue(batch)
+                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+                continue
+            if not self._pending:
+                self._idle.set()
+
+    def _requeue(self, batch: _Batch) -> None:
+        """Put a batch that failed to write back in front of newer outcomes."""
+        newer = self._pending
+        batch.runs.update(newer.runs)
+        batch.acks.extend(newer.acks)
+        batch.retries.update(newer.retries)
+        batch.dead.extend(newer.dead)
+        batch.tags.update(newer.tags)
+        self._pending = batch
+        self._wake.set()
+
+    async def _write(self, batch: _Batch) -> None:
+        runs = list(batch.runs.values())
+        async with self.lock:
+            row = await self._pool.fetchrow(
+                query("settle_messages"),
+                self._queue_name,
+                [r.msg_id for r in runs],
+                [r.status for r in runs],
+                [r.attempts for r in runs],
+                [r.tenant_id for r in runs],
+                [r.match_id for r in runs],
+                [r.enqueued_at for r in runs],
+                [r.started_at for r in runs],
+                [r.finished_at for r in runs],
+                [r.duration_ms for r in runs],
+                [r.error for r in runs],
+                batch.acks,
+                list(batch.retries),
+                list(batch.retries.values()),
+                batch.dead,
+                sorted(batch.tags),
+                CALLBACK_LEASE_SECONDS,
+            )
+        assert row is not None
+        if row["callback_id"] is not None and self.on_invalidation is not None:
+            self.on_invalidation(Invalidation(row["callback_id"], tuple(sorted(batch.tags))))

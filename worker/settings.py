@@ -1,0 +1,100 @@
+"""Every knob of the worker, read once from the environment.
+
+Nothing else in the package reads ``os.environ``: the CLI builds one frozen
+:class:`Settings` and passes it down.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QUEUE_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,46}$")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("stats-worker")) / "pgdata"
+
+
+class Settings(BaseSettings):
+    """Configuration of one worker process (see README, "Settings")."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_file=None)
+
+    database_url: SecretStr | None = None
+    """PostgreSQL DSN. Unset: an embedded PostgreSQL in ``embedded_data_dir``."""
+    embedded_data_dir: Path = Field(default_factory=default_data_dir)
+    database_statement_cache_size: Annotated[int, Field(ge=0)] = 100
+    """0 for PgBouncer in transaction mode (Supabase's transaction pooler)."""
+    pool_min_size: Annotated[int, Field(ge=0)] = 2
+    pool_max_size: PositiveInt = 16
+
+    queue_name: str = "stats_updates"
+    visibility_timeout_seconds: PositiveInt = 30
+    max_attempts: PositiveInt = 5
+    concurrency: PositiveInt = 8
+    poll_interval_seconds: PositiveFloat = 2.0
+    batch_size: PositiveInt = 32
+    """Most messages one read claims (never more than the free slots)."""
+    retry_base_seconds: PositiveFloat = 2.0
+    retry_max_seconds: PositiveFloat = 300.0
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
+    coalesce: bool = True
+    """Merge messages of one tenant read together into one recompute."""
+    stall_after_seconds: PositiveFloat = 60.0
+    """/health reports 503 when the consumer has not polled for this long."""
+    migrate_on_start: bool = True
+
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    host: str = "::"
+    admin_token: SecretStr | None = None
+
+    cache_invalidation_url: str | None = None
+    internal_secret: SecretStr | None = None
+    callback_timeout_seconds: PositiveFloat = 5.0
+    callback_max_attempts: PositiveInt = 10
+
+    alert_webhook_url: str | None = None
+    alert_min_interval_seconds: Annotated[float, Field(ge=0)] = 60.0
+
+    metrics_refresh_seconds: PositiveFloat = 5.0
+    log_format: str = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name_is_an_identifier(cls, value: str) -> str:
+        if not QUEUE_NAME_PATTERN.match(value):
+            raise ValueError("must be lowercase letters, digits and _ (at most 47 characters)")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_log_format(cls, value: str) -> str:
+        if value not in {"auto", "json", "text"}:
+            raise ValueError("must be auto, json or text")
+        return value
+
+
+class SettingsError(Exception):
+    """Start-up configuration is invalid; the message names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into one line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None

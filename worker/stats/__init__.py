@@ -1,0 +1,1 @@
+"""The statistics job: what a stats message means and how it is recomputed."""

@@ -1,0 +1,62 @@
+"""The stats handler: messages of one tenant → one scoped recompute → cache tags."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from worker.database import Pool
+from worker.handlers import Subject
+from worker.queries import query
+from worker.stats.aggregations import Scope, refresh_concurrently
+from worker.stats.message import StatsMessage, parse_stats_message
+
+CACHE_TAGS = ("player_stats", "season_stats", "match_reports")
+
+
+def cache_tags(tenant_ids: Sequence[object]) -> list[str]:
+    return [*CACHE_TAGS, *(f"tenant:{tenant}" for tenant in sorted({str(t) for t in tenant_ids}))]
+
+
+class StatsHandler:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def parse(self, body: Any) -> StatsMessage:
+        return parse_stats_message(body)
+
+    def subject(self, payload: StatsMessage) -> Subject:
+        return Subject(tenant_id=payload.tenant_id, match_id=payload.match_id)
+
+    def group_key(self, payload: StatsMessage) -> Hashable | None:
+        # Messages of one tenant read together share one recompute: their
+        # scopes merge, and every table is recomputed once from the source.
+        return payload.tenant_id
+
+    async def scope(self, messages: Sequence[StatsMessage]) -> Scope:
+        tenant = messages[0].tenant_id
+        if any(m.tenant_id != tenant for m in messages):
+            raise ValueError("a recompute covers one tenant")
+        match_ids = sorted({m.match_id for m in messages})
+        sinces = [m.since for m in messages if m.since is not None]
+        row = await self._pool.fetchrow(
+            query("message_scope"),
+            tenant,
+            match_ids,
+            sorted({p for m in messages for p in m.player_ids}),
+            sorted({s for m in messages for s in m.season_ids}),
+            min(sinces) if sinces else None,
+        )
+        assert row is not None
+        return Scope(
+            tenant_id=tenant,
+            match_ids=match_ids,
+            player_ids=row["player_ids"] or [],
+            season_ids=row["season_ids"] or [],
+            rating_from_at=row["rating_from_at"],
+            rating_from_id=row["rating_from_id"],
+        )
+
+    async def run(self, payloads: Sequence[StatsMessage]) -> Sequence[str]:
+        await refresh_concurrently(self._pool, await self.scope(payloads))
+        return cache_tags([p.tenant_id for p in payloads])
