@@ -17,10 +17,11 @@ import asyncpg
 import pytest
 
 from tests.support import dsn_for_database
-from worker.database import redact_dsn
+from worker.database import init_connection, redact_dsn
 from worker.migrate import migrate
 
 QUEUE = "stats_updates"
+TEST_APPLICATION = {"application_name": "stats-worker-tests"}
 
 
 @pytest.fixture(scope="session")
@@ -71,11 +72,23 @@ async def database_url(server_dsn: str, template_database: str) -> AsyncIterator
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    from worker.database import connect
-    from worker.settings import Settings
+async def blank_database_url(server_dsn: str) -> AsyncIterator[str]:
+    """An empty database (nothing migrated) of its own for one test."""
+    name = f"sw_blank_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield dsn_for_database(server_dsn, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
-    connection = await connect(database_url, Settings(database_url=database_url))
+
+@pytest.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own (JSON decoded), apart from any worker's."""
+    connection = await asyncpg.connect(database_url, server_settings=TEST_APPLICATION)
+    await init_connection(connection)
     try:
         yield connection
     finally:
@@ -84,10 +97,9 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    from worker.database import create_pool
-    from worker.settings import Settings
-
-    created = await create_pool(database_url, Settings(database_url=database_url))
+    created = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=4, init=init_connection, server_settings=TEST_APPLICATION
+    )
     try:
         yield created
     finally:

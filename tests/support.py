@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from pathlib import Path
@@ -169,15 +170,30 @@ def start_worker_process(database_url: str, *args: str, **env: str) -> subproces
         "PORT": "0",
         **env,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.engine_process", *args],
-        cwd=ROOT,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.engine_process", *args],
+            cwd=ROOT,
+            env=environment,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    PROCESS_LOGS[process.pid] = log_path
+    return process
+
+
+PROCESS_LOGS: dict[int, Path] = {}
+"""Where each worker process started by a test writes its log (printed on failure)."""
+
+
+def process_log(process: subprocess.Popen[bytes]) -> str:
+    return PROCESS_LOGS[process.pid].read_text(errors="replace")
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
     process.send_signal(sig)
-    return process.wait(timeout=30)
+    code = process.wait(timeout=30)
+    if code != 0:
+        print(f"--- worker {process.pid} exited {code}; its log:\n{process_log(process)}")
+    return code

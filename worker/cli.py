@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CommandError, ValueError) as exc:
         print(f"stats-worker: {exc}", file=sys.stderr)
         return 1
+    except database.DATABASE_ERRORS as exc:
+        print(f"stats-worker: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -19,10 +19,8 @@ from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from worker import database, metrics
-from worker.database import Pool
+from worker.database import DATABASE_ERRORS, Pool
 from worker.errors import GiveUp, MalformedMessage, RetryLater
 from worker.handlers import Handler
 from worker.outcomes import JobRun, Settler
@@ -32,7 +30,6 @@ from worker.status import WorkerStatus
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 LISTENER_KEEPALIVE_SECONDS = 15.0
 
 

@@ -29,6 +29,16 @@ else:
     Connection = RawConnection | PoolConnectionProxy
 
 
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+"""What a lost or refused connection raises: worth a retry, never a crash."""
+
+
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced, fit for logs."""
     parts = urlsplit(dsn)
@@ -67,7 +77,7 @@ def database_dsn(settings: Settings) -> Iterator[str]:
         yield dsn
 
 
-async def _init_connection(connection: RawConnection) -> None:
+async def init_connection(connection: RawConnection) -> None:
     # JSON travels as Python objects, both ways.
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(
@@ -85,7 +95,7 @@ def connect_kwargs(settings: Settings) -> dict[str, Any]:
 
 async def connect(dsn: str, settings: Settings) -> RawConnection:
     connection: RawConnection = await asyncpg.connect(dsn, **connect_kwargs(settings))
-    await _init_connection(connection)
+    await init_connection(connection)
     return connection
 
 
@@ -94,7 +104,7 @@ async def create_pool(dsn: str, settings: Settings) -> Pool:
         dsn,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
-        init=_init_connection,
+        init=init_connection,
         **connect_kwargs(settings),
     )
     return pool

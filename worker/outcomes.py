@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
-
-from worker.database import Pool
+from worker.database import DATABASE_ERRORS, Pool
 from worker.queries import query
 
 log = logging.getLogger(__name__)
@@ -123,7 +121,7 @@ class Settler:
             try:
                 await self._write(batch)
                 failures = 0
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 failures += 1
                 log.warning("could not settle messages, will retry", extra={"error": repr(exc)})
                 self._requeue(batch)
