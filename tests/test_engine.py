@@ -7,6 +7,7 @@ import itertools
 
 import asyncpg
 
+from tests.receiver import receiving
 from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
 from worker import jobs
 from worker.queue import send
@@ -22,11 +23,16 @@ async def _queue_length(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT queue_length FROM pgmq.metrics($1)", QUEUE))
 
 
-async def test_a_message_is_processed_acked_and_recorded(database_url, conn, pool):
+async def test_a_message_is_processed_acked_recorded_and_invalidated(database_url, conn, pool):
     await prepare_engine_table(database_url)
     msg_id = await send(pool, QUEUE, {"job": "one"})
-    async with running_worker(worker_settings(database_url)):
-        await wait_for(lambda: _is_status(pool, msg_id, "succeeded"))
+    async with receiving() as receiver:
+        settings = worker_settings(
+            database_url, cache_invalidation_url=receiver.url, internal_secret="s3cret"
+        )
+        async with running_worker(settings):
+            await wait_for(lambda: _is_status(pool, msg_id, "succeeded"))
+            [request] = await receiver.wait_for_requests(1)
     assert await _queue_length(conn) == 0
     assert len(await _runs(conn, "one")) == 1
     job = await jobs.get_job(pool, QUEUE, msg_id)
@@ -34,9 +40,9 @@ async def test_a_message_is_processed_acked_and_recorded(database_url, conn, poo
     assert job.attempts == 1
     assert job.duration_ms is not None and job.duration_ms >= 0
     assert job.started_at is not None and job.finished_at is not None
-    callback = await conn.fetchrow("SELECT msg_ids, tags FROM stats_worker.callbacks")
-    assert callback["msg_ids"] == [msg_id]
-    assert callback["tags"] == ["job:one"]
+    assert request.body == {"tags": ["job:one"]}
+    assert request.headers["authorization"] == "Bearer s3cret"
+    assert await conn.fetchval("SELECT count(*) FROM stats_worker.callbacks") == 0
 
 
 async def _is_status(pool: asyncpg.Pool, msg_id: int, status: str) -> bool:

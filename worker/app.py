@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker import database
+from worker.alerts import DeadLetterAlerter
+from worker.callback import CacheInvalidator, http_client
 from worker.consumer import Consumer
 from worker.database import Pool
 from worker.handlers import HandlerRegistry
+from worker.http import create_app, serve
 from worker.migrate import migrate
 from worker.outcomes import Settler
+from worker.refresher import QueueSnapshots, refresh_gauges
 from worker.settings import Settings
 from worker.status import WorkerStatus
 
@@ -38,8 +42,15 @@ class Worker:
     settings: Settings
     pool: Pool
     status: WorkerStatus
+    invalidator: CacheInvalidator
+    alerter: DeadLetterAlerter
     consumers: list[Consumer] = field(default_factory=list)
     settlers: list[Settler] = field(default_factory=list)
+    http_port: int | None = None
+    """The port /health and /metrics listen on, once they do (``PORT=0`` picks one)."""
+
+    def set_http_port(self, port: int) -> None:
+        self.http_port = port
 
     def stop(self) -> None:
         self.status.stopping = True
@@ -69,14 +80,22 @@ async def run_worker(
     on_ready: Callable[[Worker], Awaitable[None] | None] | None = None,
 ) -> None:
     """Run until stopped by a signal (or the queue drains, with ``until_empty``)."""
-    async with database.open_pool(dsn, settings) as pool:
+    async with database.open_pool(dsn, settings) as pool, http_client(settings) as client:
         if settings.migrate_on_start:
             async with pool.acquire() as connection:
                 report = await migrate(connection, settings.queue_name)
             log.info("database ready", extra={"pgmq": report.pgmq, "applied": report.applied})
-        worker = Worker(settings, pool, WorkerStatus.now())
+        worker = Worker(
+            settings,
+            pool,
+            WorkerStatus.now(),
+            invalidator=CacheInvalidator(pool, settings, client),
+            alerter=DeadLetterAlerter(settings, client),
+        )
         for queue_name, handler in handlers(settings, pool).items():
             settler = Settler(pool, queue_name)
+            settler.on_invalidation = worker.invalidator.submit
+            settler.on_dead_letter = worker.alerter.dead_lettered
             worker.settlers.append(settler)
             worker.consumers.append(
                 Consumer(
@@ -100,6 +119,14 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             group.create_task(_for_life(f"settler:{i}", settler.run()))
             for i, settler in enumerate(worker.settlers)
         ]
+        snapshots = QueueSnapshots()
+        lifetime = {
+            "invalidator": worker.invalidator.run(),
+            "alerter": worker.alerter.run(),
+            "metrics": refresh_gauges(worker, snapshots),
+            "http": serve(create_app(worker, snapshots), worker.settings, worker.set_http_port),
+        }
+        background += [group.create_task(_for_life(n, c)) for n, c in lifetime.items()]
         if on_ready is not None:
             ready = on_ready(worker)
             if ready is not None:
@@ -112,6 +139,10 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             },
         )
         await asyncio.gather(*(consumer.run() for consumer in worker.consumers))
+        # The last batch's invalidation goes out now rather than when its lease ends.
+        with contextlib.suppress(TimeoutError):
+            grace = worker.settings.callback_timeout_seconds + 1
+            await asyncio.wait_for(worker.invalidator.drained(), grace)
         for task in background:
             task.cancel()
     log.info("worker stopped")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,6 +111,52 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, An
     return _with_pool(settings, work)
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from rich.console import Console
+
+    from worker.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        seed=args.seed, tenants=args.tenants, players=args.players, matches=args.matches
+    )
+    # The demo prints its own story; the worker's per-message lines would drown it.
+    configure_logging("WARNING", settings.log_format)
+    return run_demo(settings, options, Console())
+
+
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from rich.progress import Progress
+
+    from worker import maintenance
+
+    async def work(pool: Pool) -> int:
+        tenant_ids = await maintenance.tenants(pool, args.tenant)
+        with Progress() as progress:
+            bar = progress.add_task("rebuilding", total=len(tenant_ids))
+            await maintenance.rebuild(pool, tenant_ids, lambda _: progress.advance(bar))
+        print(f"rebuilt the statistics of {len(tenant_ids)} tenant(s)")
+        return 0
+
+    return _with_pool(settings, work)
+
+
+def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker import maintenance
+
+    async def work(pool: Pool) -> int:
+        tenant_ids = await maintenance.tenants(pool, args.tenant)
+        drift = [d for tenant in tenant_ids for d in await maintenance.verify(pool, tenant)]
+        for item in drift[: args.show]:
+            print(f"{item.table} {item.key}: live={item.live} expected={item.expected}")
+        if drift:
+            print(f"drift: {len(drift)} row(s) differ in {len(tenant_ids)} tenant(s)")
+            return 1
+        print(f"no drift in {len(tenant_ids)} tenant(s)")
+        return 0
+
+    return _with_pool(settings, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stats-worker",
@@ -141,6 +188,22 @@ def build_parser() -> argparse.ArgumentParser:
     retry = commands.add_parser("retry", help="put a dead letter back on the queue")
     retry.add_argument("msg_id", type=int)
     retry.set_defaults(handler=cmd_retry)
+
+    demo = commands.add_parser("demo", help="play a small league through the worker")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--tenants", type=int, default=3)
+    demo.add_argument("--players", type=int, default=24)
+    demo.add_argument("--matches", type=int, default=100, help="per tenant")
+    demo.set_defaults(handler=cmd_demo)
+
+    rebuild = commands.add_parser("rebuild", help="recompute every statistic from scratch")
+    rebuild.add_argument("--tenant", type=uuid.UUID)
+    rebuild.set_defaults(handler=cmd_rebuild)
+
+    check = commands.add_parser("verify", help="report statistics that differ from a recompute")
+    check.add_argument("--tenant", type=uuid.UUID)
+    check.add_argument("--show", type=int, default=20, help="differing rows to print")
+    check.set_defaults(handler=cmd_verify)
     return parser
 
 

@@ -48,6 +48,11 @@ def redact_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def dsn_with_database(dsn: str, database: str) -> str:
+    """The same server and credentials, another database."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
 @contextlib.contextmanager
 def embedded_server(data_dir: Path) -> Iterator[str]:
     """Start (or join) an embedded PostgreSQL in ``data_dir``; yield its DSN.

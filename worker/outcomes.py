@@ -61,6 +61,7 @@ class Invalidation:
 
 
 InvalidationSink = Callable[[Invalidation], None]
+DeadLetterSink = Callable[[JobRun, str], None]
 
 
 class Settler:
@@ -77,6 +78,8 @@ class Settler:
         """Held while writing; the visibility renewer takes it too, so a renewal
         can never land after (and undo) a retry's backoff."""
         self.on_invalidation: InvalidationSink | None = None
+        self.on_dead_letter: DeadLetterSink | None = None
+        """Told of each dead letter once its archive has committed (alerts)."""
 
     def started(self, runs: Sequence[JobRun]) -> None:
         for run in runs:
@@ -167,3 +170,6 @@ class Settler:
         assert row is not None
         if row["callback_id"] is not None and self.on_invalidation is not None:
             self.on_invalidation(Invalidation(row["callback_id"], tuple(sorted(batch.tags))))
+        if self.on_dead_letter is not None:
+            for msg_id in batch.dead:
+                self.on_dead_letter(batch.runs[msg_id], self._queue_name)

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     internal_secret: SecretStr | None = None
     callback_timeout_seconds: PositiveFloat = 5.0
     callback_max_attempts: PositiveInt = 10
+    callback_retry_base_seconds: PositiveFloat = 1.0
+    callback_retry_max_seconds: PositiveFloat = 120.0
 
     alert_webhook_url: str | None = None
     alert_min_interval_seconds: Annotated[float, Field(ge=0)] = 60.0

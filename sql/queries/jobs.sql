@@ -47,9 +47,10 @@ resent AS (
     SELECT pgmq.send($1, dead.message) AS new_id FROM dead
 ),
 marked AS (
-    UPDATE stats_worker.job_runs
-    SET retried_as = (SELECT new_id FROM resent), updated_at = now()
-    WHERE queue_name = $1 AND msg_id = $2
+    UPDATE stats_worker.job_runs r
+    SET retried_as = resent.new_id, updated_at = now()
+    FROM resent
+    WHERE r.queue_name = $1 AND r.msg_id = $2
     RETURNING 1
 )
 SELECT new_id, (SELECT count(*) FROM marked) AS marked FROM resent

@@ -50,3 +50,15 @@ SELECT stats.refresh_player_ratings($1, $2, $3, $4, $5, $6)
 -- name: refresh_hall_of_fame
 -- Second phase: derives from player_totals, player_streaks and personal_bests.
 SELECT stats.refresh_hall_of_fame($1, $2, $3, $4, $5, $6)
+
+-- name: table_key_columns
+-- Primary-key columns of a stats table, for matching rows in verify.
+SELECT a.attname
+FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = to_regclass('stats.' || $1) AND i.indisprimary
+ORDER BY array_position(i.indkey, a.attnum)
+
+-- name: table_rows
+-- Every row of one stats table for one tenant, as JSON ({table} is from a fixed list).
+SELECT to_jsonb(t) AS row FROM stats.{table} t WHERE t.tenant_id = $1

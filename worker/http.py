@@ -1,0 +1,365 @@
+"""The HTTP side, served in the worker's own event loop.
+
+``/health`` and ``/metrics`` are open; the operator API (``/jobs``, ``/queue``)
+needs ``Authorization: Bearer $ADMIN_TOKEN`` and is off while ``ADMIN_TOKEN``
+is unset. uvicorn runs without its signal handlers: the worker owns SIGTERM
+and SIGINT and stops the server by cancelling :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from importlib import metadata
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import asyncpg
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from worker import jobs, metrics
+from worker.queue import Queue, QueueDepth, send
+from worker.refresher import QueueSnapshots
+from worker.settings import Settings
+
+if TYPE_CHECKING:  # app.py imports this module to serve it
+    from worker.app import Worker
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_SECONDS = 2.0
+GRACEFUL_SHUTDOWN_SECONDS = 3
+MAX_DELAY_SECONDS = 30 * 24 * 3600.0
+MAX_LIST_LIMIT = 1000
+DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+"""Failures of the database (or of reaching it): /health and the operator API answer 503."""
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("stats-worker")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _JSON(JSONResponse):
+    """JSON with datetimes as ISO-8601 and decimals and UUIDs made plain."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=_plain, separators=(",", ":")).encode()
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _error(status_code: int, message: str, headers: dict[str, str] | None = None) -> _JSON:
+    return _JSON({"error": message}, status_code, headers=headers)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _depth_json(depth: QueueDepth) -> dict[str, int]:
+    return {
+        "depth": depth.length,
+        "visible": depth.visible,
+        "oldest_age_seconds": depth.oldest_age_seconds or 0,
+    }
+
+
+class EnqueueRequest(BaseModel):
+    """Body of ``POST /jobs``: the message, and when it becomes visible (default now)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    body: dict[str, Any]
+    delay_seconds: (
+        Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS, allow_inf_nan=False)] | None
+    ) = None
+    run_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_say_when(self) -> EnqueueRequest:
+        if self.delay_seconds is not None and self.run_at is not None:
+            raise ValueError("give delay_seconds or run_at, not both")
+        return self
+
+    def visible_at(self) -> datetime:
+        if self.run_at is not None:
+            return self.run_at
+        return datetime.now(UTC) + timedelta(seconds=self.delay_seconds or 0.0)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _Endpoints:
+    def __init__(self, worker: Worker, snapshots: QueueSnapshots) -> None:
+        self.worker = worker
+        self.pool = worker.pool
+        self.settings = worker.settings
+        self.queue_name = worker.settings.queue_name
+        self.snapshots = snapshots
+        self.version = package_version()
+
+    # -- open ------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        status = self.worker.status
+        poll_age = status.poll_age_seconds()
+        body: dict[str, Any] = {
+            "status": "ok",
+            "database": "ok",
+            "last_poll_age_seconds": round(poll_age, 3),
+            "listener": "connected" if status.listener_connected else "disconnected",
+            "queue": None,
+            "in_flight": status.in_flight,
+            "stopping": status.stopping,
+            "version": self.version,
+        }
+        try:
+            body["queue"] = _depth_json(await self._probe_database())
+        except DATABASE_ERRORS as exc:
+            body.update(status="unavailable", database="unreachable")
+            body["reason"] = f"database check failed: {_describe(exc)}"
+            return _JSON(body, 503)
+        if not status.stopping and poll_age > self.settings.stall_after_seconds:
+            body["status"] = "stalled"
+            body["reason"] = (
+                f"the consumer has not polled for {poll_age:.0f}s "
+                f"(STALL_AFTER_SECONDS={self.settings.stall_after_seconds:g})"
+            )
+            return _JSON(body, 503)
+        return _JSON(body)
+
+    async def _probe_database(self) -> QueueDepth:
+        """One small query: ``SELECT 1`` when the refresher's depth is fresh, else the depth."""
+        max_age = 3 * self.settings.metrics_refresh_seconds
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            cached = self.snapshots.fresh(self.queue_name, max_age)
+            if cached is not None:
+                await self.pool.fetchval("SELECT 1")
+                return cached
+            depth = await Queue(self.pool, self.queue_name).depth()
+        self.snapshots.record(self.queue_name, depth)
+        return depth
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    # -- operator API ------------------------------------------------------------------
+
+    def operator(self, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` behind the bearer token (compared in constant time)."""
+
+        async def guarded(request: Request) -> Response:
+            token = self.settings.admin_token
+            expected = token.get_secret_value().encode() if token is not None else b""
+            if not expected:
+                return _error(403, "operator API disabled: set ADMIN_TOKEN")
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+            return await endpoint(request)
+
+        return guarded
+
+    async def list_jobs(self, request: Request) -> Response:
+        status = request.query_params.get("status") or None
+        if status is not None and status not in jobs.JOB_STATUSES:
+            raise HTTPException(
+                400, f"unknown status {status!r}; one of {', '.join(jobs.JOB_STATUSES)}"
+            )
+        limit_text = request.query_params.get("limit", "50")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
+            raise HTTPException(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
+        found = await jobs.list_jobs(self.pool, self.queue_name, status, int(limit_text))
+        return _JSON({"jobs": [job.as_json() for job in found]})
+
+    async def get_job(self, request: Request) -> Response:
+        msg_id: int = request.path_params["msg_id"]
+        job = await jobs.get_job(self.pool, self.queue_name, msg_id)
+        if job is None:
+            raise HTTPException(404, f"no message {msg_id} in queue {self.queue_name}")
+        return _JSON(job.as_json())
+
+    async def retry(self, request: Request) -> Response:
+        msg_id: int = request.path_params["msg_id"]
+        new_id = await jobs.retry_dead(self.pool, self.queue_name, msg_id)
+        if new_id is not None:
+            return _JSON({"msg_id": new_id, "retry_of": msg_id})
+        job = await jobs.get_job(self.pool, self.queue_name, msg_id)
+        if job is None:
+            raise HTTPException(404, f"no message {msg_id} in queue {self.queue_name}")
+        retried = f", already retried as {job.retried_as}" if job.retried_as else ""
+        raise HTTPException(409, f"message {msg_id} is not a dead letter ({job.status}{retried})")
+
+    async def queue(self, request: Request) -> Response:
+        summary = await jobs.queue_summary(self.pool, self.queue_name)
+        return _JSON({"queue": self.queue_name, **summary})
+
+    async def enqueue(self, request: Request) -> Response:
+        try:
+            wanted = EnqueueRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+                for error in exc.errors()
+            )
+            raise HTTPException(400, problems) from None
+        visible_at = wanted.visible_at()
+        msg_id = await send(self.pool, self.queue_name, wanted.body, visible_at)
+        return _JSON({"msg_id": msg_id, "queue": self.queue_name, "visible_at": visible_at}, 201)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    log.warning("operator request failed", extra={"path": request.url.path, "error": repr(exc)})
+    return _error(503, f"database error: {_describe(exc)}")
+
+
+def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starlette:
+    """The worker's HTTP app; ``snapshots`` are the refresher's queue depths, if it runs."""
+    endpoints = _Endpoints(worker, snapshots if snapshots is not None else QueueSnapshots())
+    guard = endpoints.operator
+    routes = [
+        Route("/health", endpoints.health, methods=["GET"]),
+        Route("/metrics", endpoints.metrics, methods=["GET"]),
+        Route("/jobs", guard(endpoints.list_jobs), methods=["GET"]),
+        Route("/jobs", guard(endpoints.enqueue), methods=["POST"]),
+        Route("/jobs/{msg_id:int}", guard(endpoints.get_job), methods=["GET"]),
+        Route("/jobs/{msg_id:int}/retry", guard(endpoints.retry), methods=["POST"]),
+        Route("/queue", guard(endpoints.queue), methods=["GET"]),
+    ]
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        HTTPException: _http_error,
+        **dict.fromkeys(DATABASE_ERRORS, _database_error),
+    }
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+# -- serving -----------------------------------------------------------------------
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket; ``::`` (the default) takes IPv4 too, or is 0.0.0.0 without IPv6."""
+    wildcard = host in {"", "::"}
+    try:
+        return _bind(host or "::", port, dual_stack=wildcard)
+    except OSError as exc:
+        if wildcard and exc.errno in {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL}:
+            log.warning("no IPv6 here: listening on IPv4 only", extra={"port": port})
+            return _bind("0.0.0.0", port, dual_stack=False)
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on HOST={host} PORT={port}: {reason}") from exc
+
+
+def _bind(host: str, port: int, *, dual_stack: bool) -> socket.socket:
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and dual_stack:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn that leaves the signals alone and says when it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn would take over SIGTERM/SIGINT and raise them again when it
+        # stops, which the worker would read as a second signal.
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_started()
+
+
+async def serve(
+    app: ASGIApp, settings: Settings, on_started: Callable[[int], None] | None = None
+) -> None:
+    """Serve ``app`` on ``HOST``:``PORT`` until cancelled; ``on_started(port)`` once listening.
+
+    Cancelling closes the listener and gives responses under way a moment to
+    finish. With ``PORT=0`` the port the system chose is the one passed on.
+    """
+    sock = bind_socket(settings.host, settings.port)
+    port: int = sock.getsockname()[1]
+
+    def started() -> None:
+        log.info("http listening", extra={"host": settings.host, "port": port})
+        if on_started is not None:
+            on_started(port)
+
+    config = uvicorn.Config(
+        app,
+        http="h11",
+        ws="none",
+        lifespan="off",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = _EmbeddedServer(config, started)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        try:
+            await serving
+        finally:
+            serving.cancel()
+        raise
+    finally:
+        sock.close()
