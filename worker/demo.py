@@ -82,7 +82,9 @@ async def _play_through_worker(
     worker = await ready
     try:
         matches = sorted(league.matches(), key=lambda m: (m.played_at, m.id))
-        last = matches.pop()
+        # The timed match is the latest one that is played (a cancelled one sends nothing).
+        last = next(m for m in reversed(matches) if m.status == "completed")
+        matches.remove(last)
         started = time.perf_counter()
         await _complete_all(pool, matches, console)
         await _drained(Queue(pool, settings.queue_name))
@@ -123,8 +125,11 @@ async def _complete_and_time(pool: Pool, queue_name: str, match: Match) -> float
     async with pool.acquire() as connection:
         await complete_match(connection, match)
         committed = time.perf_counter()
-        while await connection.fetchval(query("settled_match_run"), queue_name, match.id) is None:
-            await asyncio.sleep(0.002)
+        async with asyncio.timeout(60):
+            while (
+                await connection.fetchval(query("settled_match_run"), queue_name, match.id) is None
+            ):
+                await asyncio.sleep(0.002)
     return time.perf_counter() - committed
 
 
