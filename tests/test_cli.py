@@ -24,6 +24,7 @@ def cli(
         environment["DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", *args],
+        check=False,
         cwd=ROOT,
         env=environment,
         input=stdin,
@@ -81,3 +82,20 @@ async def test_enqueue_with_delay_is_invisible_until_then(database_url, conn: as
     metrics = await conn.fetchrow("SELECT * FROM pgmq.metrics($1)", QUEUE)
     assert metrics["queue_length"] == 1
     assert metrics["queue_visible_length"] == 0
+
+
+def test_run_without_database_url_starts_an_embedded_server_and_consumes(tmp_path):
+    data_dir = str(tmp_path / "pgdata")
+    body = '{"tenant_id": "00000000-0000-0000-0000-000000000001", "match_id": 1}'
+    premature = cli(None, "enqueue", body, EMBEDDED_DATA_DIR=data_dir)
+    assert premature.returncode == 1
+    assert "run `stats-worker migrate` first" in premature.stderr
+    first = cli(None, "run", "--until-empty", EMBEDDED_DATA_DIR=data_dir, PORT="0")
+    assert first.returncode == 0, first.stderr  # migrated, found nothing, stopped
+    enqueued = cli(None, "enqueue", body, EMBEDDED_DATA_DIR=data_dir)
+    assert enqueued.returncode == 0, enqueued.stderr
+    run = cli(None, "run", "--until-empty", EMBEDDED_DATA_DIR=data_dir, PORT="0")
+    assert run.returncode == 0, run.stderr
+    assert '"message succeeded"' in run.stderr
+    listed = cli(None, "jobs", "--json", EMBEDDED_DATA_DIR=data_dir)
+    assert [job["status"] for job in json.loads(listed.stdout)] == ["succeeded"]

@@ -7,6 +7,7 @@ import signal
 import time
 
 import asyncpg
+import pytest
 
 from tests.support import (
     prepare_engine_table,
@@ -207,9 +208,6 @@ async def test_a_background_task_that_dies_stops_the_worker_loudly(database_url,
         handlers=engine_handlers,
         install_signal_handlers=False,
     )
-    try:
+    with pytest.raises(ExceptionGroup) as stopped:
         await asyncio.wait_for(run, timeout=10)
-    except* RuntimeError as group:
-        assert "listener bug" in str(group.exceptions[0])
-    else:
-        raise AssertionError("the worker kept running without its listener")
+    assert stopped.group_contains(RuntimeError, match="listener bug", depth=None)

@@ -137,7 +137,8 @@ async def test_migrate_keeps_an_apps_existing_tables_and_data(blank_database_url
             CREATE TABLE players (id bigint PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenants,
                                   name text NOT NULL);
             CREATE TABLE matches (id bigint PRIMARY KEY, tenant_id uuid NOT NULL REFERENCES tenants,
-                                  season_id bigint REFERENCES seasons, played_at timestamptz NOT NULL,
+                                  season_id bigint REFERENCES seasons,
+                                  played_at timestamptz NOT NULL,
                                   status text NOT NULL, team_a_score int, team_b_score int);
             CREATE TABLE match_players (match_id bigint REFERENCES matches ON DELETE CASCADE,
                                   player_id bigint REFERENCES players, team text NOT NULL,

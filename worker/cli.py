@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
+
 from worker import database, jobs
 from worker.database import Pool
 from worker.logs import configure_logging
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code
     except (CommandError, ValueError) as exc:
         print(f"stats-worker: {exc}", file=sys.stderr)
+        return 1
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
+        print(f"stats-worker: {exc}: run `stats-worker migrate` first", file=sys.stderr)
         return 1
     except database.DATABASE_ERRORS as exc:
         print(f"stats-worker: database error: {type(exc).__name__}: {exc}", file=sys.stderr)

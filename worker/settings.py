@@ -90,6 +90,10 @@ class SettingsError(Exception):
     """Start-up configuration is invalid; the message names the variable."""
 
 
+def _is_secret(name: str) -> bool:
+    return any(word in name for word in ("URL", "SECRET", "TOKEN", "PASSWORD"))
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment, turning validation errors into one line."""
     try:
@@ -98,5 +102,6 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             name = "_".join(str(part) for part in error["loc"]).upper()
-            problems.append(f"{name}: {error['msg']} (got {error.get('input')!r})")
+            shown = "" if _is_secret(name) else f" (got {error.get('input')!r})"
+            problems.append(f"{name}: {error['msg']}{shown}")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
