@@ -180,17 +180,6 @@ def naming_problems(text: str) -> list[str]:
     problems = []
     declared = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE))
     for name, kind in declared.items():
-        if (
-            kind == "gauge"
-            and name.endswith("_created")
-            and name[: -len("_created")]
-            in {
-                n.removesuffix("_total")
-                for n, k in declared.items()
-                if k in {"counter", "histogram"}
-            }
-        ):
-            continue  # the client library's own creation time of a counter or histogram
         if not re.fullmatch(r"stats_worker(_[a-z0-9]+)+", name):
             problems.append(f"{name}: not snake_case with the stats_worker_ prefix")
         if (kind == "counter") != name.endswith("_total"):
