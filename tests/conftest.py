@@ -7,6 +7,7 @@ template database is migrated once; each test gets a fresh copy of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -58,30 +59,32 @@ async def template_database(server_dsn: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture
-async def database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
-    """A fresh, fully migrated database of its own for one test."""
+@contextlib.asynccontextmanager
+async def scratch_database(server_dsn: str, template: str | None = None) -> AsyncIterator[str]:
+    """A database of its own (a copy of ``template``, or empty), dropped afterwards."""
     name = f"sw_test_{uuid.uuid4().hex[:12]}"
+    copy_of = f' TEMPLATE "{template}"' if template else ""
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        await admin.execute(f'CREATE DATABASE "{name}"{copy_of}')
         yield dsn_for_database(server_dsn, name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def database_url(server_dsn: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh, fully migrated database of its own for one test."""
+    async with scratch_database(server_dsn, template_database) as url:
+        yield url
 
 
 @pytest.fixture
 async def blank_database_url(server_dsn: str) -> AsyncIterator[str]:
     """An empty database (nothing migrated) of its own for one test."""
-    name = f"sw_blank_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield dsn_for_database(server_dsn, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with scratch_database(server_dsn) as url:
+        yield url
 
 
 @pytest.fixture
