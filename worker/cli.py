@@ -159,6 +159,24 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, A
     return _with_pool(settings, work)
 
 
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from worker.bench.options import BenchOptions
+    from worker.bench.runner import run_bench
+
+    sizes = {name: value for name, value in vars(args).items() if name.startswith("bench_")}
+    options = BenchOptions.preset(quick=args.quick).with_overrides(
+        **{name.removeprefix("bench_"): value for name, value in sizes.items()}
+    )
+    # The report is the output; the worker's per-message lines would drown it.
+    configure_logging("WARNING", settings.log_format)
+    json_path = Path(args.json) if args.json else None
+    return run_bench(settings, options, Console(), json_path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stats-worker",
@@ -206,6 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tenant", type=uuid.UUID)
     check.add_argument("--show", type=int, default=20, help="differing rows to print")
     check.set_defaults(handler=cmd_verify)
+
+    bench = commands.add_parser(
+        "bench", help="measure latency and throughput on a reference league"
+    )
+    bench.add_argument("--quick", action="store_true", help="a small league (under a minute)")
+    bench.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    for flag, what in (
+        ("seed", "league seed"),
+        ("tenants", "reference tenants"),
+        ("players", "players per tenant"),
+        ("matches", "history matches per tenant"),
+        ("season-matches", "matches per season"),
+        ("side-min", "fewest players a side"),
+        ("side-max", "most players a side"),
+        ("latency-matches", "matches timed one at a time"),
+        ("backlog-messages", "messages drained with coalescing"),
+        ("one-by-one-messages", "messages drained with coalescing off"),
+        ("noop-messages", "messages for the no-op handler and the raw pgmq loop"),
+        ("growth-small", "history of the small growth tenant"),
+        ("growth-large", "history of the large growth tenant"),
+        ("growth-matches", "matches appended to each growth tenant"),
+    ):
+        dest = f"bench_{flag.replace('-', '_')}"
+        bench.add_argument(f"--{flag}", type=int, metavar="N", dest=dest, help=what)
+    bench.add_argument(
+        "--database", metavar="NAME", dest="bench_database", help="default stats_worker_bench"
+    )
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

@@ -1,0 +1,92 @@
+-- The benchmark (worker/bench): its own database, so it may keep its own tables.
+-- Database names are checked by worker.bench.loader before they are quoted in.
+
+-- name: bench_server_version
+SELECT current_setting('server_version')
+
+-- name: bench_create_tables
+-- The results of the matches the bench will complete, written when the league
+-- is loaded (the matches themselves are scheduled): the bench process reads
+-- them back a few at a time instead of holding the league in memory.
+CREATE SCHEMA bench;
+CREATE TABLE bench.pending (
+    match_id bigint PRIMARY KEY,
+    phase text NOT NULL,
+    ordinal integer NOT NULL,
+    tenant_id uuid NOT NULL,
+    status text NOT NULL,
+    team_a_score integer,
+    team_b_score integer
+);
+CREATE INDEX pending_phase_ordinal_idx ON bench.pending (phase, ordinal);
+CREATE TABLE bench.pending_lines (
+    match_id bigint NOT NULL,
+    player_id bigint NOT NULL,
+    team text NOT NULL,
+    goals integer NOT NULL,
+    assists integer NOT NULL,
+    own_goals integer NOT NULL,
+    is_mvp boolean NOT NULL,
+    PRIMARY KEY (match_id, player_id)
+)
+
+-- name: bench_pending_matches
+-- The next $3 matches of phase $1 from ordinal $2, with their lineups as the
+-- app will record them: [player_id, team, goals, assists, own_goals, is_mvp].
+SELECT p.ordinal, p.match_id, p.tenant_id, m.season_id, m.played_at, p.status,
+       p.team_a_score, p.team_b_score,
+       jsonb_agg(jsonb_build_array(l.player_id, l.team, l.goals, l.assists, l.own_goals,
+                                   l.is_mvp) ORDER BY l.player_id) AS lines
+FROM bench.pending p
+JOIN public.matches m ON m.id = p.match_id
+JOIN bench.pending_lines l ON l.match_id = p.match_id
+WHERE p.phase = $1 AND p.ordinal >= $2
+GROUP BY p.ordinal, p.match_id, m.season_id, m.played_at
+ORDER BY p.ordinal
+LIMIT $3
+
+-- name: bench_phase_size
+SELECT count(*) FROM bench.pending WHERE phase = $1
+
+-- name: bench_lineup_rows
+SELECT count(*) FROM public.match_players
+
+-- name: bench_counted_matches
+SELECT count(*) FROM stats.counted_matches
+
+-- name: bench_checkpoint
+CHECKPOINT
+
+-- name: bench_vacuum_analyze
+VACUUM ANALYZE
+
+-- name: bench_analyze
+ANALYZE
+
+-- name: bench_uncount_match
+-- Raw SQL runs: take a completed match back out of the statistics' source
+-- without a message (enqueue triggers off in the same transaction), so that the
+-- raw run recomputes exactly what the worker recomputed for it.
+UPDATE public.matches SET status = 'scheduled', team_a_score = NULL, team_b_score = NULL
+WHERE id = $1
+
+-- name: bench_recount_match
+UPDATE public.matches m
+SET status = p.status, team_a_score = p.team_a_score, team_b_score = p.team_b_score
+FROM bench.pending p
+WHERE m.id = $1 AND p.match_id = m.id
+
+-- name: bench_send_noop_messages
+-- In a transaction with triggers off: pgmq's insert-notify trigger updates one
+-- throttle row per message, which makes a 20,000-row insert take seconds (the
+-- worker reads at once on start anyway).
+SELECT count(*) FROM pgmq.send_batch(
+    $1::text, ARRAY(SELECT jsonb_build_object('noop', g) FROM generate_series(1, $2::integer) AS g))
+
+-- name: bench_vacuum_queue
+-- Before each queue measurement, so that neither pays for the other's dead rows
+-- ({table} is pgmq's table of a queue whose name passed the settings' check).
+VACUUM ANALYZE pgmq.{table}
+
+-- name: bench_delete_messages
+SELECT count(*) FROM pgmq.delete($1::text, $2::bigint[])

@@ -1,0 +1,242 @@
+"""The figures of a run, the targets they are held to, and the JSON report."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.bench.latency import RawLatency, WorkerLatency
+from worker.bench.loader import BACKLOG, ONE_BY_ONE, LoadReport
+from worker.bench.options import BenchOptions
+from worker.bench.samples import summary_ms
+from worker.bench.throughput import Drained
+from worker.queries import migrations
+from worker.settings import Settings
+from worker.stats.aggregations import TABLES
+
+STEPS = ("scope", *TABLES)
+"""Rows of the per-aggregation figures: the scope query, then the eleven."""
+RSS_METHOD = (
+    "getrusage(RUSAGE_SELF).ru_maxrss: the high-water mark of the bench process, which "
+    "runs the worker, the callback receiver and the bench driver; the league is generated "
+    "and loaded in a child process, whose memory is not counted"
+)
+
+
+def _migrations() -> dict[str, str]:
+    found = migrations()
+    digest = hashlib.sha256("".join(m.sql for m in found).encode()).hexdigest()
+    return {"latest": found[-1].name if found else "", "sha256": digest[:16]}
+
+
+@dataclass
+class Results:
+    options: BenchOptions
+    settings: Settings
+    server: str
+    """``embedded`` or ``DATABASE_URL``."""
+    load: LoadReport = field(default_factory=LoadReport)
+    latency: WorkerLatency = field(default_factory=WorkerLatency)
+    raw: RawLatency = field(default_factory=RawLatency)
+    growth: dict[str, WorkerLatency] = field(default_factory=dict)
+    """``small`` and ``large``."""
+    backlog: Drained = field(default_factory=Drained.none)
+    one_by_one: Drained = field(default_factory=Drained.none)
+    noop: Drained = field(default_factory=Drained.none)
+    raw_loop: Drained = field(default_factory=Drained.none)
+    peak_rss_mb: float = 0.0
+    peak_rss_after_mb: dict[str, float] = field(default_factory=dict)
+    """The high-water mark as each phase ended (it only grows)."""
+    rss_at_end_mb: float = 0.0
+    seconds: float = 0.0
+    migrations: dict[str, str] = field(default_factory=_migrations)
+    """The SQL measured: the last migration applied, and a digest of them all."""
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def _tables(drained: Drained) -> dict[str, dict[str, float]]:
+    return drained.tables.summary(STEPS) if drained.tables is not None else {}
+
+
+def _drained(drained: Drained) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "messages": drained.messages,
+        "seconds": drained.seconds,
+        "per_second": drained.per_second,
+    }
+    if drained.recomputes is not None:
+        figures["recomputes"] = drained.recomputes
+    return figures
+
+
+_HOLDS = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}
+
+
+def _target(name: str, text: str, value: float, comparison: str, limit: float) -> dict[str, Any]:
+    holds = not math.isnan(value) and bool(_HOLDS[comparison](value, limit))
+    return {
+        "name": name,
+        "description": text,
+        "value": value,
+        "comparison": comparison,
+        "limit": limit,
+        "holds": holds,
+    }
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with its value, its limit and whether it holds."""
+    worker, raw = report["latency"]["worker_ms"], report["latency"]["raw_concurrent_ms"]
+    return [
+        _target(
+            "latency_p50",
+            "worker latency p50 (ms) <= 1.15 x raw concurrent SQL p50 + 5 ms",
+            worker["p50"],
+            "<=",
+            1.15 * raw["p50"] + 5,
+        ),
+        _target("latency_p99", "worker latency p99 (ms) < 100 ms", worker["p99"], "<", 100.0),
+        _target(
+            "backlog_drain",
+            "backlog drain rate >= 3 x the one-by-one rate (ratio)",
+            report["backlog"]["ratio"],
+            ">=",
+            3.0,
+        ),
+        _target(
+            "queue_overhead",
+            "no-op worker throughput >= 0.8 x the raw pgmq loop (ratio)",
+            report["queue_overhead"]["ratio"],
+            ">=",
+            0.8,
+        ),
+        _target(
+            "growth",
+            "appended-match latency p50 at the large history <= 2 x at the small (ratio)",
+            report["growth"]["ratio_p50"],
+            "<=",
+            2.0,
+        ),
+        _target(
+            "peak_rss",
+            "peak RSS of the worker's process (MB) <= 100 MB",
+            report["memory"]["peak_rss_mb"],
+            "<=",
+            100.0,
+        ),
+    ]
+
+
+def as_json(results: Results) -> dict[str, Any]:
+    """Every figure of the run, the targets and whether each holds."""
+    options, settings = results.options, results.settings
+    growth = {
+        size: {
+            "matches_per_tenant": getattr(options, f"growth_{size}"),
+            "latency_ms": summary_ms(measured.seconds),
+            "aggregations_ms": measured.tables.summary(STEPS),
+        }
+        for size, measured in results.growth.items()
+    }
+    report: dict[str, Any] = {
+        "finished_at": datetime.now(UTC).isoformat(),
+        "seconds": results.seconds,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "postgres": results.load.postgres,
+            "server": results.server,
+        },
+        "migrations": results.migrations,
+        "options": options.as_json(),
+        "worker_settings": {
+            "concurrency": settings.concurrency,
+            "batch_size": settings.batch_size,
+            "coalesce": settings.coalesce,
+            "pool_max_size": settings.pool_max_size,
+        },
+        "league": {
+            "tenants": options.tenants,
+            "players_per_tenant": options.players,
+            "matches_per_tenant": options.matches,
+            "history_matches": results.load.history_matches,
+            "counted_matches": results.load.counted_matches,
+            "lineup_rows": results.load.lineup_rows,
+            "phase_sizes": results.load.phase_sizes,
+            "phase_tenants": results.load.phase_tenants,
+            "load_seconds": results.load.seconds,
+        },
+        "latency": {
+            "matches": len(results.latency.seconds),
+            "worker_ms": summary_ms(results.latency.seconds),
+            "raw_concurrent_ms": summary_ms(results.raw.concurrent),
+            "raw_sequential_ms": summary_ms(results.raw.sequential),
+            "breakdown_ms": {
+                "pickup": summary_ms(results.latency.pickup),
+                "handler": summary_ms(results.latency.handler),
+                "delivery": summary_ms(results.latency.delivery),
+            },
+        },
+        "aggregations_ms": {
+            "worker": results.latency.tables.summary(STEPS),
+            "raw_concurrent": results.raw.concurrent_tables.summary(STEPS),
+            "raw_sequential": results.raw.sequential_tables.summary(STEPS),
+            "backlog": _tables(results.backlog),
+            "one_by_one": _tables(results.one_by_one),
+        },
+        "backlog": {
+            "coalesced": {
+                **_drained(results.backlog),
+                "tenants": results.load.phase_tenants.get(BACKLOG, 0),
+            },
+            "one_by_one": {
+                **_drained(results.one_by_one),
+                "tenants": results.load.phase_tenants.get(ONE_BY_ONE, 0),
+            },
+            "ratio": _ratio(results.backlog.per_second, results.one_by_one.per_second),
+        },
+        "queue_overhead": {
+            "batch_size": settings.batch_size,
+            "concurrency": settings.batch_size,
+            "noop_worker": _drained(results.noop),
+            "raw_pgmq_loop": _drained(results.raw_loop),
+            "ratio": _ratio(results.noop.per_second, results.raw_loop.per_second),
+        },
+        "growth": {
+            **growth,
+            "ratio_p50": _ratio(
+                growth["large"]["latency_ms"]["p50"], growth["small"]["latency_ms"]["p50"]
+            ),
+        },
+        "memory": {
+            "peak_rss_mb": results.peak_rss_mb,
+            "rss_at_end_mb": results.rss_at_end_mb,
+            "peak_rss_after_mb": results.peak_rss_after_mb,
+            "method": RSS_METHOD,
+        },
+    }
+    report["targets"] = targets(report)
+    report["all_targets_hold"] = all(t["holds"] for t in report["targets"])
+    finite: dict[str, Any] = _finite(report)
+    return finite
+
+
+def _finite(value: Any) -> Any:
+    """The report with NaN (a figure without samples) as null, so the JSON is standard."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
