@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS public.engine_runs (
     id bigserial PRIMARY KEY,
     job text NOT NULL,
     pid integer NOT NULL,
+    group_size integer NOT NULL DEFAULT 1,
     started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at timestamptz
 )
@@ -102,9 +103,10 @@ class EngineHandler:
     async def run(self, payloads: Sequence[EngineJob]) -> Sequence[str]:
         for job in payloads:
             run_id = await self.pool.fetchval(
-                "INSERT INTO engine_runs (job, pid) VALUES ($1, $2) RETURNING id",
+                "INSERT INTO engine_runs (job, pid, group_size) VALUES ($1, $2, $3) RETURNING id",
                 job.job,
                 os.getpid(),
+                len(payloads),
             )
             await asyncio.sleep(job.sleep)
             previous = await self.pool.fetchval(

@@ -131,3 +131,47 @@ async def test_until_empty_returns_when_the_queue_has_drained(database_url, conn
     )
     assert await _queue_length(conn) == 0
     assert await conn.fetchval("SELECT count(*) FROM engine_runs") == 20
+
+
+async def test_a_long_job_shows_as_running_then_succeeded(database_url, pool):
+    await prepare_engine_table(database_url)
+    msg_id = await send(pool, QUEUE, {"job": "long", "sleep": 1.5})
+    async with running_worker(worker_settings(database_url)):
+        await wait_for(lambda: _is_status(pool, msg_id, "running"))
+        await wait_for(lambda: _is_status(pool, msg_id, "succeeded"))
+
+
+async def test_messages_of_a_running_group_merge_into_its_next_run(database_url, conn, pool):
+    await prepare_engine_table(database_url)
+    await send(pool, QUEUE, {"job": "first", "group": "tenant-1", "sleep": 1.0})
+    async with running_worker(worker_settings(database_url, concurrency=4)):
+        await wait_for(lambda: _started(conn, "first"))
+        for i in range(5):
+            await send(pool, QUEUE, {"job": f"later-{i}", "group": "tenant-1"})
+        await send(pool, QUEUE, {"job": "other", "group": "tenant-2"})
+        await wait_for(lambda: _all_finished(conn, 7))
+    sizes = dict(await conn.fetch("SELECT job, group_size FROM engine_runs"))
+    assert sizes["first"] == 1
+    assert {sizes[f"later-{i}"] for i in range(5)} == {5}, "one recompute for the five"
+    assert sizes["other"] == 1
+    # The other tenant did not wait for tenant-1's long run.
+    order = [r["job"] for r in await conn.fetch("SELECT job FROM engine_runs ORDER BY finished_at")]
+    assert order.index("other") < order.index("first")
+
+
+async def test_without_coalescing_every_message_runs_alone(database_url, conn, pool):
+    await prepare_engine_table(database_url)
+    for i in range(6):
+        await send(pool, QUEUE, {"job": f"solo-{i}", "group": "tenant-1"})
+    async with running_worker(worker_settings(database_url, coalesce=False)):
+        await wait_for(lambda: _all_finished(conn, 6))
+    assert await conn.fetchval("SELECT max(group_size) FROM engine_runs") == 1
+
+
+async def _started(conn: asyncpg.Connection, job: str) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) FROM engine_runs WHERE job = $1", job))
+
+
+async def _all_finished(conn: asyncpg.Connection, count: int) -> bool:
+    done = await conn.fetchval("SELECT count(*) FROM engine_runs WHERE finished_at IS NOT NULL")
+    return bool(done == count)

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import random
 import time
-from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -72,8 +71,21 @@ class Consumer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[int, Message] = {}
+        """Every message read and not yet settled: waiting or running."""
+        self._waiting: dict[Hashable, list[tuple[Message, Any]]] = {}
+        """Messages not started yet, by group key, oldest key first."""
+        self._waiting_count = 0
+        self._running: set[Hashable] = set()
+        """Group keys with a recompute running: one per key at a time."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._labels = {"queue": queue_name}
+        self._outcomes = {
+            outcome: metrics.messages_total.labels(queue=queue_name, outcome=outcome)
+            for outcome in ("succeeded", "retried", "dead")
+        }
+        self._duration = metrics.job_duration_seconds.labels(queue=queue_name)
+        self._in_flight_gauge = metrics.jobs_in_flight.labels(queue=queue_name)
+        self._poll_gauge = metrics.last_poll_timestamp_seconds.labels(queue=queue_name)
 
     def stop(self) -> None:
         """Stop reading; in-flight work goes on (see :meth:`run`)."""
@@ -107,36 +119,46 @@ class Consumer:
                 if task.done():
                     task.result()  # a helper that died takes the consumer down, loudly
                     raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
-            free = self._settings.concurrency - len(self._in_flight)
-            if free <= 0:
+            limit = self._read_limit()
+            if limit <= 0:
                 await self._sleep_until_woken()
                 continue
             self._wake.clear()
             try:
-                messages = await self.queue.read(
-                    self._settings.visibility_timeout_seconds,
-                    min(free, self._settings.batch_size),
-                )
+                messages = await self.queue.read(self._settings.visibility_timeout_seconds, limit)
             except DATABASE_ERRORS as exc:
                 failures += 1
-                log.warning(
-                    "queue read failed", extra={"error": _short(exc), "queue": self.queue.name}
-                )
+                log.warning("queue read failed", extra={"error": _short(exc)})
                 await asyncio.sleep(min(0.2 * 2**failures, 10.0))
                 continue
             failures = 0
             self._mark_poll()
             if messages:
-                self._start(messages)
+                self._accept(messages)
             elif self._until_empty and await self._queue_is_empty():
                 return
             else:
                 await self._sleep_until_woken()
 
+    def _read_limit(self) -> int:
+        """How many messages the next read may claim (0: wait for a free slot).
+
+        Reads happen only while a recompute slot is free. With coalescing, up to
+        ``BATCH_SIZE`` messages may wait in memory, so a tenant's messages that
+        arrive while its recompute runs merge into its next one; without it, a
+        read claims only what can start at once.
+        """
+        free_slots = self._settings.concurrency - len(self._running)
+        if free_slots <= 0:
+            return 0
+        if not self._settings.coalesce:
+            return free_slots
+        return self._settings.batch_size - self._waiting_count
+
     def _mark_poll(self) -> None:
         now = time.time()
         self._status.last_poll_at = now
-        metrics.last_poll_timestamp_seconds.labels(**self._labels).set(now)
+        self._poll_gauge.set(now)
 
     async def _sleep_until_woken(self) -> None:
         with contextlib.suppress(TimeoutError):
@@ -148,36 +170,43 @@ class Consumer:
         await self._settler.drained()
         return (await self.queue.depth()).length == 0
 
-    # -- running ---------------------------------------------------------------
+    # -- scheduling ---------------------------------------------------------------
 
-    def _start(self, messages: list[Message]) -> None:
-        for message in messages:
-            self._in_flight[message.msg_id] = message
-        self._status.in_flight = len(self._in_flight)
-        metrics.jobs_in_flight.labels(**self._labels).set(len(self._in_flight))
-        for group in self._groups(messages):
-            task = asyncio.create_task(self._run_group(group))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def _groups(self, messages: list[Message]) -> list[list[tuple[Message, Any]]]:
-        """Parse bodies (dead-lettering the malformed) and group what may run together."""
-        keyed: dict[Hashable, list[tuple[Message, Any]]] = defaultdict(list)
-        singles: list[list[tuple[Message, Any]]] = []
+    def _accept(self, messages: list[Message]) -> None:
+        """Parse and queue messages by group key, then start what may start."""
         for message in messages:
             try:
                 payload = self._handler.parse(message.body)
             except MalformedMessage as exc:
-                self._dead(
-                    message, self._run_record(message, None, _utcnow()), exc.reason, "malformed"
-                )
+                run = self._run_record(message, None, _utcnow())
+                self._dead(message, run, exc.reason, "malformed")
                 continue
             key = self._handler.group_key(payload) if self._settings.coalesce else None
+            self._in_flight[message.msg_id] = message
             if key is None:
-                singles.append([(message, payload)])
-            else:
-                keyed[key].append((message, payload))
-        return singles + list(keyed.values())
+                key = ("message", message.msg_id)  # runs alone
+            self._waiting.setdefault(key, []).append((message, payload))
+            self._waiting_count += 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start waiting groups, oldest first, one per key, while slots are free."""
+        for key in list(self._waiting):
+            if len(self._running) >= self._settings.concurrency:
+                break
+            if key in self._running:
+                continue  # its messages join the recompute after the running one
+            group = self._waiting.pop(key)
+            self._waiting_count -= len(group)
+            self._running.add(key)
+            task = asyncio.create_task(self._run_group(key, group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._show_in_flight()
+
+    def _show_in_flight(self) -> None:
+        self._status.in_flight = len(self._in_flight)
+        self._in_flight_gauge.set(len(self._in_flight))
 
     def _run_record(self, message: Message, payload: Any, started_at: datetime) -> JobRun:
         subject = self._handler.subject(payload) if payload is not None else None
@@ -191,14 +220,14 @@ class Consumer:
             match_id=subject.match_id if subject else None,
         )
 
-    async def _run_group(self, group: list[tuple[Message, Any]]) -> None:
+    async def _run_group(self, key: Hashable, group: list[tuple[Message, Any]]) -> None:
         started_at, started = _utcnow(), time.perf_counter()
         runs = [self._run_record(message, payload, started_at) for message, payload in group]
         self._settler.started(runs)
         try:
             tags = await self._handler.run([payload for _, payload in group])
         except asyncio.CancelledError:
-            self._release(group, runs, "interrupted by shutdown")
+            self._release(runs, "interrupted by shutdown")
             raise
         except GiveUp as exc:
             self._finish(runs, started)
@@ -212,24 +241,24 @@ class Consumer:
         else:
             self._finish(runs, started)
             self._settler.succeeded(runs, tags)
-            metrics.messages_total.labels(outcome="succeeded", **self._labels).inc(len(runs))
-            for run in runs:
-                log.info("message succeeded", extra=_log_fields(run, coalesced=len(runs)))
+            self._outcomes["succeeded"].inc(len(runs))
+            if log.isEnabledFor(logging.INFO):
+                for run in runs:
+                    log.info("message succeeded", extra=_log_fields(run, coalesced=len(runs)))
         finally:
-            self._done(group)
+            self._done(key, group)
 
     def _finish(self, runs: list[JobRun], started: float) -> None:
         elapsed = time.perf_counter() - started
-        metrics.job_duration_seconds.labels(**self._labels).observe(elapsed)
+        self._duration.observe(elapsed)
         finished_at = _utcnow()
         for run in runs:
             run.status, run.finished_at, run.duration_ms = "succeeded", finished_at, elapsed * 1000
 
     def _failed(self, message: Message, run: JobRun, error: str, delay: float | None) -> None:
         if message.read_ct >= self._settings.max_attempts:
-            reason = (
-                f"attempts exhausted ({message.read_ct}/{self._settings.max_attempts}): {error}"
-            )
+            limit = self._settings.max_attempts
+            reason = f"attempts exhausted ({message.read_ct}/{limit}): {error}"
             self._dead(message, run, reason, "attempts_exhausted")
             return
         if delay is None:
@@ -238,33 +267,43 @@ class Consumer:
             )
         run.status, run.error = "retrying", error
         self._settler.retry(run, delay)
-        metrics.messages_total.labels(outcome="retried", **self._labels).inc()
-        log.warning(
-            "message failed, will retry", extra=_log_fields(run, retry_in_s=round(delay, 3))
-        )
+        self._outcomes["retried"].inc()
+        fields = _log_fields(run, retry_in_s=round(delay, 3))
+        log.warning("message failed, will retry", extra=fields)
 
     def _dead(self, message: Message, run: JobRun, reason: str, kind: str) -> None:
         run.status, run.error = "dead", reason
         run.finished_at = run.finished_at or _utcnow()
         self._settler.dead(run)
-        metrics.messages_total.labels(outcome="dead", **self._labels).inc()
+        self._outcomes["dead"].inc()
         metrics.dead_letters_total.labels(reason=kind, **self._labels).inc()
         log.error("message dead-lettered", extra=_log_fields(run, reason_kind=kind))
 
-    def _release(self, group: list[tuple[Message, Any]], runs: list[JobRun], why: str) -> None:
-        """Give an unfinished message back to the queue now rather than at its timeout."""
+    def _release(self, runs: list[JobRun], why: str) -> None:
+        """Give unfinished messages back to the queue now rather than at their timeout."""
         for run in runs:
             run.status, run.error = "retrying", why
             self._settler.retry(run, 0.0)
 
-    def _done(self, group: list[tuple[Message, Any]]) -> None:
+    def _done(self, key: Hashable, group: list[tuple[Message, Any]]) -> None:
+        self._running.discard(key)
         for message, _ in group:
             self._in_flight.pop(message.msg_id, None)
-        self._status.in_flight = len(self._in_flight)
-        metrics.jobs_in_flight.labels(**self._labels).set(len(self._in_flight))
+        if not self._stopping:
+            self._dispatch()
+        self._show_in_flight()
         self._wake.set()
 
     async def _finish_in_flight(self) -> None:
+        """Release what never started; give running groups the grace period."""
+        waiting = [pair for group in self._waiting.values() for pair in group]
+        self._waiting.clear()
+        self._waiting_count = 0
+        if waiting:
+            now = _utcnow()
+            self._release([self._run_record(m, p, now) for m, p in waiting], "released at shutdown")
+            for message, _ in waiting:
+                self._in_flight.pop(message.msg_id, None)
         if self._tasks:
             log.info("waiting for in-flight messages", extra={"count": len(self._in_flight)})
             _, pending = await asyncio.wait(

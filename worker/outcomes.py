@@ -11,7 +11,9 @@ at once (group commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +23,10 @@ from worker.database import DATABASE_ERRORS, Pool
 from worker.queries import query
 
 log = logging.getLogger(__name__)
+
+RUNNING_RECORD_DELAY_SECONDS = 0.5
+"""A job shows as 'running' once it has run this long: most finish sooner and
+get one record, at their outcome, instead of two."""
 
 CALLBACK_LEASE_SECONDS = 30.0
 """How long a new invalidation is reserved for this process before others may send it."""
@@ -71,6 +77,8 @@ class Settler:
         self._pool = pool
         self._queue_name = queue_name
         self._pending = _Batch()
+        self._starting: dict[int, tuple[float, JobRun]] = {}
+        """Runs not yet recorded as 'running', with when they should be."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -82,23 +90,27 @@ class Settler:
         """Told of each dead letter once its archive has committed (alerts)."""
 
     def started(self, runs: Sequence[JobRun]) -> None:
+        due = time.monotonic() + RUNNING_RECORD_DELAY_SECONDS
         for run in runs:
-            self._pending.runs.setdefault(run.msg_id, run)
-        self._kick()
+            self._starting[run.msg_id] = (due, run)
+        self._wake.set()  # so the flusher learns the new deadline
 
     def succeeded(self, runs: Sequence[JobRun], tags: Sequence[str]) -> None:
         for run in runs:
+            self._starting.pop(run.msg_id, None)
             self._pending.runs[run.msg_id] = run
             self._pending.acks.append(run.msg_id)
         self._pending.tags.update(tags)
         self._kick()
 
     def retry(self, run: JobRun, delay_seconds: float) -> None:
+        self._starting.pop(run.msg_id, None)
         self._pending.runs[run.msg_id] = run
         self._pending.retries[run.msg_id] = delay_seconds
         self._kick()
 
     def dead(self, run: JobRun) -> None:
+        self._starting.pop(run.msg_id, None)
         self._pending.runs[run.msg_id] = run
         self._pending.dead.append(run.msg_id)
         self._kick()
@@ -115,8 +127,10 @@ class Settler:
         """The flusher task: write whatever is pending, forever."""
         failures = 0
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._until_next_start())
             self._wake.clear()
+            self._record_long_runs()
             batch, self._pending = self._pending, _Batch()
             if not batch:
                 self._idle.set()
@@ -132,6 +146,21 @@ class Settler:
                 continue
             if not self._pending:
                 self._idle.set()
+
+    def _until_next_start(self) -> float | None:
+        if not self._starting:
+            return None
+        earliest = min(due for due, _ in self._starting.values())
+        return max(0.0, earliest - time.monotonic())
+
+    def _record_long_runs(self) -> None:
+        """Runs past the delay go into the next batch as 'running'."""
+        now = time.monotonic()
+        for msg_id, (due, run) in list(self._starting.items()):
+            if due <= now:
+                del self._starting[msg_id]
+                self._pending.runs.setdefault(msg_id, run)
+                self._idle.clear()
 
     def _requeue(self, batch: _Batch) -> None:
         """Put a batch that failed to write back in front of newer outcomes."""
