@@ -195,12 +195,11 @@ async def test_notify_wakes_an_idle_worker_before_its_poll_interval(database_url
 async def test_a_background_task_that_dies_stops_the_worker_loudly(database_url, monkeypatch):
     from tests.support import engine_handlers
     from worker.app import run_worker
-    from worker.consumer import Consumer
 
-    async def broken_listener(self: Consumer) -> None:
+    async def broken_listener(*_: object) -> None:
         raise RuntimeError("listener bug")
 
-    monkeypatch.setattr(Consumer, "_listen_forever", broken_listener)
+    monkeypatch.setattr("worker.consumer.listen_forever", broken_listener)
     await prepare_engine_table(database_url)
     run = run_worker(
         worker_settings(database_url),

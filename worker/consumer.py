@@ -18,18 +18,17 @@ from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import database, metrics
+from worker import metrics
 from worker.database import DATABASE_ERRORS, Pool
 from worker.errors import GiveUp, MalformedMessage, RetryLater
 from worker.handlers import Handler
+from worker.listener import listen_forever
 from worker.outcomes import JobRun, Settler
 from worker.queue import Message, Queue
 from worker.settings import Settings
 from worker.status import WorkerStatus
 
 log = logging.getLogger(__name__)
-
-LISTENER_KEEPALIVE_SECONDS = 15.0
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -99,7 +98,12 @@ class Consumer:
         rest; a cancelled message is released at once for another worker.
         """
         helpers = [
-            asyncio.create_task(self._listen_forever(), name=f"listen:{self.queue.name}"),
+            asyncio.create_task(
+                listen_forever(
+                    self._dsn, self._settings, self.queue.name, self._wake.set, self._status
+                ),
+                name=f"listen:{self.queue.name}",
+            ),
             asyncio.create_task(self._renew_forever(), name=f"renew:{self.queue.name}"),
         ]
         try:
@@ -328,41 +332,6 @@ class Consumer:
                     await self.queue.extend_visibility(list(self._in_flight), timeout)
             except DATABASE_ERRORS as exc:
                 log.warning("visibility renewal failed", extra={"error": _short(exc)})
-
-    # -- waking on insert ---------------------------------------------------------
-
-    async def _listen_forever(self) -> None:
-        channel = f"pgmq.q_{self.queue.name}.INSERT"
-        failures = 0
-        while True:
-            try:
-                await self._listen_once(channel)
-                failures = 0
-            except DATABASE_ERRORS as exc:
-                failures += 1
-                log.warning("listener connection lost", extra={"error": _short(exc)})
-            finally:
-                self._status.listener_connected = False
-                metrics.listener_up.labels(**self._labels).set(0)
-            await asyncio.sleep(min(0.2 * 2**failures, 10.0))
-
-    async def _listen_once(self, channel: str) -> None:
-        connection = await database.connect(self._dsn, self._settings)
-        lost = asyncio.Event()
-        try:
-            connection.add_termination_listener(lambda _: lost.set())
-            await connection.add_listener(channel, lambda *_: self._wake.set())
-            self._status.listener_connected = True
-            metrics.listener_up.labels(**self._labels).set(1)
-            self._wake.set()  # anything sent while we were not listening
-            while not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), LISTENER_KEEPALIVE_SECONDS)
-                if not lost.is_set():
-                    await connection.fetchval("SELECT 1", timeout=5)
-        finally:
-            if not connection.is_closed():
-                await connection.close(timeout=2)
 
 
 def _log_fields(run: JobRun, **more: object) -> dict[str, object]:

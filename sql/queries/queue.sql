@@ -66,3 +66,6 @@ SELECT (SELECT count(*) FROM runs) AS runs,
        (SELECT count(*) FROM retried) AS retried,
        (SELECT count(*) FROM dead) AS dead,
        (SELECT id FROM invalidation) AS callback_id
+
+-- name: ping
+SELECT 1
