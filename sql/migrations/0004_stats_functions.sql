@@ -28,6 +28,12 @@
 -- none of them reads another's output. stats.refresh_hall_of_fame is phase two:
 -- it runs after the ten have committed and reads their tables.
 --
+-- Each refresh function plans its statements for the values at hand
+-- (plan_cache_mode = force_custom_plan). A cached generic plan would have to
+-- guess how many players, matches and positions are involved; a wrong guess
+-- turns a lookup of ten rows into a scan of the tenant, which costs far more
+-- than planning.
+--
 -- Each function also adds the current lineups and seasons of p_matches to the
 -- scope it was given. stats.message_scope already did, but the match may have
 -- changed since; reading it again under the lock costs one index lookup.
@@ -487,6 +493,7 @@ create function stats.refresh_player_totals(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_plan record;
@@ -616,6 +623,7 @@ create function stats.refresh_season_standings(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_seasons bigint[];
@@ -700,6 +708,7 @@ create function stats.refresh_personal_bests(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_plan record;
@@ -849,6 +858,7 @@ create function stats.refresh_hall_of_fame(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_written integer;
@@ -960,6 +970,7 @@ create function stats.refresh_match_reports(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_written integer;
@@ -1068,6 +1079,7 @@ create function stats.refresh_player_form(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_plan record;
@@ -1184,6 +1196,7 @@ create function stats.refresh_player_streaks(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_plan record;
@@ -1367,6 +1380,7 @@ create function stats.refresh_partnerships(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_plan record;
@@ -1480,6 +1494,7 @@ create function stats.refresh_season_leaderboards(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_seasons bigint[];
@@ -1570,6 +1585,7 @@ create function stats.refresh_milestones(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_plan record;
@@ -1703,6 +1719,7 @@ create function stats.refresh_player_ratings(
 )
 returns integer
 language plpgsql
+set plan_cache_mode = force_custom_plan
 as $$
 declare
     v_from_at timestamptz;
