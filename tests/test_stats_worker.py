@@ -1,0 +1,105 @@
+"""The real worker (consumer, coalescing, concurrent aggregations) against the oracle."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+
+from tests import reference
+from tests.support import worker_settings
+from worker.app import default_handlers, run_worker
+from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from worker.maintenance import rebuild, verify
+
+
+async def _drain(database_url: str, **overrides: object) -> None:
+    settings = worker_settings(database_url, concurrency=4, **overrides)
+    await asyncio.wait_for(
+        run_worker(
+            settings,
+            database_url,
+            handlers=default_handlers,
+            until_empty=True,
+            install_signal_handlers=False,
+        ),
+        timeout=120,
+    )
+
+
+async def test_the_worker_drains_a_league_and_its_corrections_to_the_reference(
+    database_url, conn: asyncpg.Connection, pool: asyncpg.Pool
+):
+    league = generate_league(seed=11, tenants=2, players=12, matches=30, side_min=3, side_max=5)
+    matches = sorted(league.matches(), key=lambda m: (m.played_at, m.id))
+    await write_clubs(conn, league)
+    await write_scheduled(conn, matches)
+    for match in matches:
+        await complete_match(conn, match)
+    await _drain(database_url)  # coalescing on: a tenant's messages merge
+    await reference.assert_stats_match_reference(conn)
+
+    first, second, third, fourth = [m for m in matches if m.status == "completed"][:4]
+    async with conn.transaction():  # a score edited and a scorer's goals fixed
+        await conn.execute(
+            "UPDATE matches SET team_a_score = team_a_score + 3 WHERE id = $1", first.id
+        )
+        await conn.execute(
+            "UPDATE match_players SET goals = goals + 3 WHERE match_id = $1 AND team = 'A' "
+            "AND player_id = (SELECT min(player_id) FROM match_players WHERE match_id = $1)",
+            first.id,
+        )
+    await conn.execute(
+        "DELETE FROM match_players WHERE match_id = $1 AND player_id = $2",
+        second.id,
+        second.lineup[0].player_id,
+    )
+    await conn.execute("UPDATE matches SET status = 'cancelled' WHERE id = $1", third.id)
+    await conn.execute(
+        "UPDATE matches SET season_id = NULL, played_at = played_at + $2 WHERE id = $1",
+        fourth.id,
+        timedelta(days=400),
+    )
+    await conn.execute("DELETE FROM matches WHERE id = $1", matches[-1].id)
+    await _drain(database_url, coalesce=False)
+    await reference.assert_stats_match_reference(conn)
+
+    for tenant in league.tenants:
+        assert await verify(pool, tenant.id) == []
+
+
+async def test_verify_reports_drift_and_rebuild_repairs_it(database_url, conn, pool):
+    league = generate_league(seed=5, tenants=1, players=10, matches=12, side_min=3, side_max=5)
+    await write_clubs(conn, league)
+    await write_scheduled(conn, list(league.matches()))
+    for match in league.matches():
+        await complete_match(conn, match)
+    await _drain(database_url)
+    tenant = league.tenants[0].id
+    assert await verify(pool, tenant) == []
+
+    player = await conn.fetchval("SELECT min(player_id) FROM stats.player_totals")
+    await conn.execute(
+        "UPDATE stats.player_totals SET goals = goals + 1 WHERE player_id = $1", player
+    )
+    await conn.execute(
+        "DELETE FROM stats.match_reports WHERE match_id = $1", league.tenants[0].matches[0].id
+    )
+    drift = await verify(pool, tenant)
+    assert {(d.table, d.expected is None, d.live is None) for d in drift} >= {
+        ("player_totals", False, False),
+        ("match_reports", False, True),
+    }
+    # verify wrote nothing
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM stats.match_reports WHERE match_id = $1",
+            league.tenants[0].matches[0].id,
+        )
+        == 0
+    )
+
+    await rebuild(pool, [tenant])
+    assert await verify(pool, tenant) == []
+    await reference.assert_stats_match_reference(conn)
