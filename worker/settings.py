@@ -41,9 +41,11 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: PositiveInt = 30
     max_attempts: PositiveInt = 5
     concurrency: PositiveInt = 8
+    """Recomputes running at once; never two for one group key (tenant)."""
     poll_interval_seconds: PositiveFloat = 2.0
-    batch_size: PositiveInt = 32
-    """Most messages one read claims (never more than the free slots)."""
+    batch_size: PositiveInt = 128
+    """Most messages read and held at once. With coalescing, a tenant's messages
+    that arrive while its recompute runs wait here and merge into its next one."""
     retry_base_seconds: PositiveFloat = 2.0
     retry_max_seconds: PositiveFloat = 300.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
