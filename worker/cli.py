@@ -119,7 +119,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
     from worker.demo import DemoOptions, run_demo
 
     options = DemoOptions(
-        seed=args.seed, tenants=args.tenants, players=args.players, matches=args.matches
+        seed=args.seed,
+        tenants=args.tenants,
+        players=args.players,
+        matches=args.matches,
+        database=args.database,
     )
     # The demo prints its own story; the worker's per-message lines would drown it.
     configure_logging("WARNING", settings.log_format)
@@ -214,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tenants", type=int, default=3)
     demo.add_argument("--players", type=int, default=24)
     demo.add_argument("--matches", type=int, default=100, help="per tenant")
+    demo.add_argument(
+        "--database", default="stats_worker_demo", help="database to (re)create for the demo"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     rebuild = commands.add_parser("rebuild", help="recompute every statistic from scratch")

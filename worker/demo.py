@@ -9,6 +9,8 @@ each, the triggers enqueue), and prints what a user would look at.
 from __future__ import annotations
 
 import asyncio
+import re
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from rich.table import Table
 from worker import database
 from worker.app import Worker, run_worker
 from worker.database import Pool
+from worker.handlers import HandlerRegistry
 from worker.league import (
     League,
     Match,
@@ -33,6 +36,8 @@ from worker.migrate import migrate
 from worker.queries import query
 from worker.queue import Queue
 from worker.settings import Settings
+from worker.stats.aggregations import TABLES, Timings
+from worker.stats.handler import StatsHandler
 
 DEMO_DATABASE = "stats_worker_demo"
 
@@ -43,15 +48,18 @@ class DemoOptions:
     tenants: int = 3
     players: int = 24
     matches: int = 100
+    database: str = DEMO_DATABASE
 
 
 async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> int:
     with database.database_dsn(settings) as server_dsn:
-        dsn = await _fresh_database(server_dsn)
+        dsn = await _fresh_database(server_dsn, options.database)
         league = generate_league(
-            seed=options.seed, tenants=options.tenants, players=options.players,
+            seed=options.seed,
+            tenants=options.tenants,
+            players=options.players,
             matches=options.matches,
-        )  # fmt: skip
+        )
         # Port 0: the demo's worker serves /health and /metrics on any free port.
         demo_settings = settings.model_copy(update={"poll_interval_seconds": 0.5, "port": 0})
         async with database.open_pool(dsn, demo_settings) as pool:
@@ -62,22 +70,35 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
             return await _play_through_worker(demo_settings, dsn, pool, league, console)
 
 
-async def _fresh_database(server_dsn: str) -> str:
+async def _fresh_database(server_dsn: str, name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"invalid database name {name!r}")
     admin = await asyncpg.connect(server_dsn)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    return database.dsn_with_database(server_dsn, DEMO_DATABASE)
+    return database.dsn_with_database(server_dsn, name)
 
 
 async def _play_through_worker(
     settings: Settings, dsn: str, pool: Pool, league: League, console: Console
 ) -> int:
     ready: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+    timings: list[Timings] = []
+
+    def handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
+        return {settings.queue_name: StatsHandler(pool, on_timings=timings.append)}
+
     worker_task = asyncio.create_task(
-        run_worker(settings, dsn, install_signal_handlers=False, on_ready=ready.set_result)
+        run_worker(
+            settings,
+            dsn,
+            handlers=handlers,
+            install_signal_handlers=False,
+            on_ready=ready.set_result,
+        )
     )
     worker = await ready
     try:
@@ -95,6 +116,7 @@ async def _play_through_worker(
         )
         latency = await _complete_and_time(pool, settings.queue_name, last)
         await _show(pool, league, last, console)
+        _show_timings(timings, console)
         console.print(
             f"Last match completed → statistics committed and message settled in "
             f"[bold]{latency * 1000:.0f} ms[/]"
@@ -105,6 +127,18 @@ async def _play_through_worker(
     finally:
         worker.stop()
         await worker_task
+
+
+def _show_timings(timings: list[Timings], console: Console) -> None:
+    table = Table(title=f"Aggregations over {len(timings)} recomputes (ms, concurrent)")
+    for column in ("table", "median", "p95"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for name in TABLES:
+        samples = sorted(t.seconds[name] * 1000 for t in timings if name in t.seconds)
+        if samples:
+            p95 = samples[min(len(samples) - 1, int(len(samples) * 0.95))]
+            table.add_row(name, f"{statistics.median(samples):.1f}", f"{p95:.1f}")
+    console.print(table)
 
 
 async def _complete_all(pool: Pool, matches: list[Match], console: Console) -> None:
