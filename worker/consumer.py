@@ -31,6 +31,10 @@ from worker.status import WorkerStatus
 log = logging.getLogger(__name__)
 
 
+READ_AHEAD_PER_SLOT = 8
+"""With coalescing, the most messages one read claims per recompute slot."""
+
+
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Exponential backoff with equal jitter: half fixed, half random."""
     ceiling: float = min(cap, base * 2.0 ** max(0, attempt - 1))
@@ -145,19 +149,22 @@ class Consumer:
                 await self._sleep_until_woken()
 
     def _read_limit(self) -> int:
-        """How many messages the next read may claim (0: wait for a free slot).
+        """How many messages the next read may claim (0: wait until woken).
 
-        Reads happen only while a recompute slot is free. With coalescing, up to
-        ``BATCH_SIZE`` messages may wait in memory, so a tenant's messages that
-        arrive while its recompute runs merge into its next one; without it, a
-        read claims only what can start at once.
+        Without coalescing, a read claims only what can start at once. With it,
+        the worker keeps reading while fewer groups wait to start than there
+        are slots: messages of a tenant whose recompute is running do not count,
+        they wait (renewed) and merge into its next recompute, up to
+        ``BATCH_SIZE`` messages held. One read claims at most
+        ``READ_AHEAD_PER_SLOT`` per slot, so replicas share a backlog.
         """
-        free_slots = self._settings.concurrency - len(self._running)
-        if free_slots <= 0:
-            return 0
         if not self._settings.coalesce:
-            return free_slots
-        return self._settings.batch_size - self._waiting_count
+            return max(0, self._settings.concurrency - len(self._running))
+        startable = sum(1 for key in self._waiting if key not in self._running)
+        if startable >= self._settings.concurrency:
+            return 0
+        room = self._settings.batch_size - self._waiting_count
+        return min(room, READ_AHEAD_PER_SLOT * self._settings.concurrency)
 
     def _mark_poll(self) -> None:
         now = time.time()
