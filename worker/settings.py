@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     concurrency: PositiveInt = 8
     """Recomputes running at once; never two for one group key (tenant)."""
     poll_interval_seconds: PositiveFloat = 2.0
-    batch_size: PositiveInt = 128
+    batch_size: PositiveInt = 256
     """Most messages read and held at once. With coalescing, a tenant's messages
     that arrive while its recompute runs wait here and merge into its next one."""
     retry_base_seconds: PositiveFloat = 2.0
