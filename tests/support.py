@@ -18,7 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from pydantic import BaseModel, ValidationError
 
-from worker.app import Worker, run_worker
+from worker import app
+from worker.app import Worker
 from worker.database import Pool
 from worker.errors import MalformedMessage
 from worker.handlers import HandlerRegistry, Subject
@@ -138,26 +139,10 @@ async def running_worker(
     handlers: Callable[[Settings, Pool], HandlerRegistry] = engine_handlers,
 ) -> AsyncIterator[Worker]:
     """A worker running in this event loop until the block ends (then stopped gracefully)."""
-    ready: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
     assert settings.database_url is not None
-    task = asyncio.create_task(
-        run_worker(
-            settings,
-            settings.database_url.get_secret_value(),
-            handlers=handlers,
-            install_signal_handlers=False,
-            on_ready=ready.set_result,
-        )
-    )
-    done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    worker = ready.result()
-    try:
+    dsn = settings.database_url.get_secret_value()
+    async with app.running_worker(settings, dsn, handlers) as (worker, _):
         yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, timeout=30)
 
 
 def start_worker_process(database_url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

@@ -441,15 +441,14 @@ def _ipv6_loopback() -> bool:
 
 
 async def test_the_default_host_takes_ipv4_and_ipv6_and_leaves_signals_alone(database_url):
-    if not _ipv6_loopback():
-        pytest.skip("no IPv6 on this machine")
     handler = signal.getsignal(signal.SIGTERM)
     async with bare_worker(database_url, host="::") as worker:
         async with serving(worker, host="127.0.0.1") as client:
             assert (await client.get("/health")).status_code == 200
             port = client.base_url.port
-            async with httpx.AsyncClient(trust_env=False) as six:
-                assert (await six.get(f"http://[::1]:{port}/health")).status_code == 200
+            if _ipv6_loopback():  # where the machine has IPv6, "::" serves it too
+                async with httpx.AsyncClient(trust_env=False) as six:
+                    assert (await six.get(f"http://[::1]:{port}/health")).status_code == 200
             assert signal.getsignal(signal.SIGTERM) is handler
         async with httpx.AsyncClient(trust_env=False) as late:
             with pytest.raises(httpx.ConnectError):  # cancelled: the listener is closed

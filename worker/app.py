@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +146,43 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
         for task in background:
             task.cancel()
     log.info("worker stopped")
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings,
+    dsn: str,
+    handlers: Callable[[Settings, Pool], HandlerRegistry] = default_handlers,
+    *,
+    until_empty: bool = False,
+) -> AsyncIterator[tuple[Worker, asyncio.Task[None]]]:
+    """A worker running in this event loop, ready; stopped (and awaited) after the block.
+
+    For the demo, the benchmark and tests: the caller owns signals.
+    """
+    ready: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_worker(
+            settings,
+            dsn,
+            handlers=handlers,
+            until_empty=until_empty,
+            install_signal_handlers=False,
+            on_ready=ready.set_result,
+        ),
+        name="worker",
+    )
+    waiters: set[asyncio.Future[Any]] = {task, ready}
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if task in done and not ready.done():
+        task.result()
+        raise RuntimeError("the worker stopped before it was ready")
+    worker = ready.result()
+    try:
+        yield worker, task
+    finally:
+        worker.stop()
+        await task
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -52,6 +53,25 @@ def redact_dsn(dsn: str) -> str:
 def dsn_with_database(dsn: str, database: str) -> str:
     """The same server and credentials, another database."""
     return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
+
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+async def recreate_database(server_dsn: str, name: str) -> str:
+    """Drop (if there) and create database ``name`` on the server; return its DSN.
+
+    For the demo and the benchmark, which each work in a database of their own.
+    """
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a plain database name (a-z, 0-9, _)")
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return dsn_with_database(server_dsn, name)
 
 
 @contextlib.contextmanager

@@ -9,18 +9,16 @@ each, the triggers enqueue), and prints what a user would look at.
 from __future__ import annotations
 
 import asyncio
-import re
 import statistics
 import time
 from dataclasses import dataclass
 
-import asyncpg
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from worker import database
-from worker.app import Worker, run_worker
+from worker.app import running_worker
 from worker.database import Pool
 from worker.handlers import HandlerRegistry
 from worker.league import (
@@ -53,7 +51,7 @@ class DemoOptions:
 
 async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> int:
     with database.database_dsn(settings) as server_dsn:
-        dsn = await _fresh_database(server_dsn, options.database)
+        dsn = await database.recreate_database(server_dsn, options.database)
         league = generate_league(
             seed=options.seed,
             tenants=options.tenants,
@@ -70,38 +68,15 @@ async def run_demo(settings: Settings, options: DemoOptions, console: Console) -
             return await _play_through_worker(demo_settings, dsn, pool, league, console)
 
 
-async def _fresh_database(server_dsn: str, name: str) -> str:
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-        raise ValueError(f"invalid database name {name!r}")
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return database.dsn_with_database(server_dsn, name)
-
-
 async def _play_through_worker(
     settings: Settings, dsn: str, pool: Pool, league: League, console: Console
 ) -> int:
-    ready: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
     timings: list[Timings] = []
 
     def handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
         return {settings.queue_name: StatsHandler(pool, on_timings=timings.append)}
 
-    worker_task = asyncio.create_task(
-        run_worker(
-            settings,
-            dsn,
-            handlers=handlers,
-            install_signal_handlers=False,
-            on_ready=ready.set_result,
-        )
-    )
-    worker = await ready
-    try:
+    async with running_worker(settings, dsn, handlers):
         matches = sorted(league.matches(), key=lambda m: (m.played_at, m.id))
         # The timed match is the latest one that is played (a cancelled one sends nothing).
         last = next(m for m in reversed(matches) if m.status == "completed")
@@ -124,9 +99,6 @@ async def _play_through_worker(
         drift = [d for tenant in league.tenants for d in await verify(pool, tenant.id)]
         console.print(f"verify: {'no drift' if not drift else f'{len(drift)} rows differ'}")
         return 0 if not drift else 1
-    finally:
-        worker.stop()
-        await worker_task
 
 
 def _show_timings(timings: list[Timings], console: Console) -> None:

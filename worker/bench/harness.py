@@ -10,13 +10,12 @@ keeps the :class:`~worker.stats.aggregations.Timings` that
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker.app import Worker, run_worker
+from worker.app import running_worker
 from worker.bench.samples import TableTimings
 from worker.database import Pool
 from worker.handlers import HandlerRegistry, Subject
@@ -110,36 +109,6 @@ class StatsHandlers:
 
 def noop_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
     return {settings.queue_name: NoopHandler()}
-
-
-@contextlib.asynccontextmanager
-async def running_worker(
-    settings: Settings, dsn: str, handlers: HandlerFactory, *, until_empty: bool = False
-) -> AsyncIterator[tuple[Worker, asyncio.Task[None]]]:
-    """A worker running in this event loop, ready; stopped (and awaited) after the block."""
-    ready: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        run_worker(
-            settings,
-            dsn,
-            handlers=handlers,
-            until_empty=until_empty,
-            install_signal_handlers=False,
-            on_ready=ready.set_result,
-        ),
-        name="bench-worker",
-    )
-    waiters: set[asyncio.Future[Any]] = {task, ready}
-    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    if task in done and not ready.done():
-        task.result()
-        raise RuntimeError("the worker stopped before it was ready")
-    worker = ready.result()
-    try:
-        yield worker, task
-    finally:
-        worker.stop()
-        await task
 
 
 async def drain(settings: Settings, dsn: str, handlers: HandlerFactory) -> float:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import asyncpg
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -30,9 +28,10 @@ from rich.progress import (
 )
 
 from worker import database
+from worker.app import running_worker
 from worker.bench import latency, throughput
 from worker.bench.child import load_in_child
-from worker.bench.harness import StatsHandlers, phase_size, running_worker
+from worker.bench.harness import StatsHandlers, phase_size
 from worker.bench.latency import RawLatency
 from worker.bench.loader import BACKLOG, GROWTH_LARGE, GROWTH_SMALL, LATENCY, ONE_BY_ONE
 from worker.bench.options import BenchOptions
@@ -42,8 +41,6 @@ from worker.bench.report import Results, as_json
 from worker.bench.samples import current_rss_mb, peak_rss_mb
 from worker.database import Pool
 from worker.settings import Settings
-
-DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 async def run_bench(
@@ -55,7 +52,7 @@ async def run_bench(
     server = "DATABASE_URL" if settings.database_url is not None else "embedded"
     results = Results(options, settings, server)
     with database.database_dsn(settings) as server_dsn:
-        dsn = await fresh_database(server_dsn, options.database)
+        dsn = await database.recreate_database(server_dsn, options.database)
         with _progress(console) as progress:
             stages = _Stages(progress)
             results.load = await load_in_child(settings, dsn, options, stages)
@@ -86,19 +83,6 @@ async def run_bench(
         await asyncio.to_thread(json_path.write_text, text)
         console.print(f"report written to {json_path}")
     return 0
-
-
-async def fresh_database(server_dsn: str, name: str) -> str:
-    """Drop and create the bench's database; return its DSN."""
-    if not DATABASE_NAME.match(name):
-        raise ValueError(f"bench: {name!r} is not a plain database name (a-z, 0-9, _)")
-    admin = await asyncpg.connect(server_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return database.dsn_with_database(server_dsn, name)
 
 
 def _progress(console: Console) -> Progress:
