@@ -72,7 +72,7 @@ async def _has_started(conn: asyncpg.Connection, job: str) -> bool:
 async def test_two_worker_processes_never_run_one_message_twice(database_url, conn, pool):
     await prepare_engine_table(database_url)
     for i in range(60):
-        await send(pool, QUEUE, {"job": f"j{i}", "sleep": 0.05})
+        await send(pool, QUEUE, {"job": f"j{i}", "sleep": 0.2})
     processes = [start_worker_process(database_url, CONCURRENCY="4") for _ in range(2)]
     try:
         await wait_for(

@@ -22,7 +22,7 @@ from worker.consumer import Consumer
 from worker.database import Pool
 from worker.handlers import HandlerRegistry
 from worker.http import create_app, serve
-from worker.migrate import migrate
+from worker.migrate import MigrationReport, migrate
 from worker.outcomes import Settler
 from worker.refresher import QueueSnapshots, refresh_gauges
 from worker.settings import Settings
@@ -70,6 +70,25 @@ def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
     return {settings.queue_name: StatsHandler(pool)}
 
 
+async def migrate_for(settings: Settings, dsn: str) -> MigrationReport:
+    """``migrate`` on its own connection, the session one where there is one."""
+    connection = await database.connect(settings.session_dsn(dsn), settings)
+    try:
+        report = await migrate(connection, settings.queue_name, read_roles=settings.read_roles)
+    finally:
+        await connection.close()
+    log.info(
+        "database ready",
+        extra={
+            "pgmq": report.pgmq,
+            "applied": report.applied,
+            "indexes_created": report.indexes_created,
+            "backfilled_tenants": report.backfilled_tenants,
+        },
+    )
+    return report
+
+
 async def run_worker(
     settings: Settings,
     dsn: str,
@@ -82,9 +101,7 @@ async def run_worker(
     """Run until stopped by a signal (or the queue drains, with ``until_empty``)."""
     async with database.open_pool(dsn, settings) as pool, http_client(settings) as client:
         if settings.migrate_on_start:
-            async with pool.acquire() as connection:
-                report = await migrate(connection, settings.queue_name)
-            log.info("database ready", extra={"pgmq": report.pgmq, "applied": report.applied})
+            await migrate_for(settings, dsn)
         worker = Worker(
             settings,
             pool,
@@ -100,7 +117,7 @@ async def run_worker(
             worker.consumers.append(
                 Consumer(
                     pool=pool,
-                    dsn=dsn,
+                    dsn=settings.session_dsn(dsn),
                     settings=settings,
                     queue_name=queue_name,
                     handler=handler,

@@ -16,6 +16,7 @@ import asyncpg
 from worker import database, jobs
 from worker.database import Pool
 from worker.logs import configure_logging
+from worker.migrate import MigrateError
 from worker.settings import Settings, SettingsError, load_settings
 
 EXIT_USAGE = 2
@@ -43,18 +44,22 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any,
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    from worker.migrate import migrate
+    from worker.app import migrate_for
 
-    async def work(pool: Pool) -> int:
-        async with pool.acquire() as connection:
-            report = await migrate(connection, settings.queue_name)
+    async def work() -> int:
+        with database.database_dsn(settings) as dsn:
+            report = await migrate_for(settings, dsn)
         applied = ", ".join(report.applied) or "none (up to date)"
         print(f"pgmq: {report.pgmq}")
         print(f"queue {settings.queue_name}: {'created' if report.queue_created else 'exists'}")
         print(f"migrations applied: {applied}")
+        if report.indexes_created:
+            print(f"indexes created concurrently: {', '.join(report.indexes_created)}")
+        if report.backfilled_tenants:
+            print(f"backfilled the statistics of {report.backfilled_tenants} tenant(s)")
         return 0
 
-    return _with_pool(settings, work)
+    return work()
 
 
 def _read_body(args: argparse.Namespace) -> Any:
@@ -273,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exit_code: int = asyncio.run(args.handler(settings, args))
         return exit_code
-    except (CommandError, ValueError) as exc:
+    except (CommandError, ValueError, MigrateError, database.PoolerMisconfigured) as exc:
         print(f"stats-worker: {exc}", file=sys.stderr)
         return 1
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:

@@ -114,16 +114,63 @@ async def init_connection(connection: RawConnection) -> None:
         )
 
 
-def connect_kwargs(settings: Settings) -> dict[str, Any]:
+DEFAULT_STATEMENT_CACHE_SIZE = 100
+
+
+class PoolerMisconfigured(Exception):
+    """A transaction pooler with prepared statements on: every query would fail."""
+
+
+def connect_kwargs(statement_cache_size: int) -> dict[str, Any]:
     """Options every connection of the worker uses (pool and listener alike)."""
     return {
-        "statement_cache_size": settings.database_statement_cache_size,
+        "statement_cache_size": statement_cache_size,
         "server_settings": {"application_name": "stats-worker"},
     }
 
 
+async def behind_transaction_pooler(dsn: str) -> bool:
+    """Whether ``dsn`` reaches PostgreSQL through a pooler in transaction mode.
+
+    A session (direct, or through a session pooler) keeps one backend for its
+    whole life and never shares it. Through a transaction pooler two clients
+    that take turns are served by the same backend, or one client by several,
+    which a few ``pg_backend_pid()`` calls show. Nothing here is prepared, so
+    the probe itself works whatever the pooler.
+    """
+    first = await asyncpg.connect(dsn, **connect_kwargs(0))
+    try:
+        second = await asyncpg.connect(dsn, **connect_kwargs(0))
+        try:
+            seen: tuple[set[int], set[int]] = (set(), set())
+            for _ in range(3):
+                for connection, pids in zip((first, second), seen, strict=True):
+                    pids.add(await connection.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await second.close()
+    finally:
+        await first.close()
+    return len(seen[0]) > 1 or len(seen[1]) > 1 or bool(seen[0] & seen[1])
+
+
+async def statement_cache_size(dsn: str, settings: Settings) -> int:
+    """The prepared-statement cache for ``dsn``: off behind a transaction pooler."""
+    configured = settings.database_statement_cache_size
+    if not await behind_transaction_pooler(dsn):
+        return DEFAULT_STATEMENT_CACHE_SIZE if configured is None else configured
+    if configured:
+        raise PoolerMisconfigured(
+            "DATABASE_URL goes through a transaction pooler (PgBouncer or Supavisor in "
+            "transaction mode), which cannot keep prepared statements: set "
+            "DATABASE_STATEMENT_CACHE_SIZE=0 or leave it unset"
+        )
+    log.info("transaction pooler detected: prepared statement cache off")
+    return 0
+
+
 async def connect(dsn: str, settings: Settings) -> RawConnection:
-    connection: RawConnection = await asyncpg.connect(dsn, **connect_kwargs(settings))
+    """A connection of its own (the listener's): it prepares nothing, pooler or not."""
+    connection: RawConnection = await asyncpg.connect(dsn, **connect_kwargs(0))
     await init_connection(connection)
     return connection
 
@@ -134,7 +181,7 @@ async def create_pool(dsn: str, settings: Settings) -> Pool:
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         init=init_connection,
-        **connect_kwargs(settings),
+        **connect_kwargs(await statement_cache_size(dsn, settings)),
     )
     return pool
 

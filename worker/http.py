@@ -137,7 +137,7 @@ class _Endpoints:
             "status": "ok",
             "database": "ok",
             "last_poll_age_seconds": round(poll_age, 3),
-            "listener": "connected" if status.listener_connected else "disconnected",
+            "listener": "connected" if status.listener_connected else "polling",
             "queue": None,
             "in_flight": status.in_flight,
             "stopping": status.stopping,

@@ -1,29 +1,46 @@
-"""``stats-worker migrate``: pgmq, the queue, and the project's numbered migrations.
+"""``stats-worker migrate``: pgmq, the schema, the queue, the app's indexes, the backfill.
 
-Safe to run on every start and from several replicas at once: everything happens
-under one advisory lock, pgmq is installed only when absent, and each migration
-applies once, recorded in ``stats_worker.schema_migrations``.
+Safe to run on every start, from several replicas at once and through a
+transaction pooler: the schema part is one transaction under a
+transaction-scoped advisory lock (a session lock would stay with whichever
+server connection a pooler handed out). pgmq is installed only when absent and
+never upgraded; each migration applies once, recorded in
+``stats_worker.schema_migrations``. Then, outside that transaction, the indexes
+the statistics need on the app's tables are built ``CONCURRENTLY`` (the app
+keeps writing), and tenants whose completed matches have no statistics yet are
+backfilled one at a time.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
+from worker.backfill import backfill_pending
 from worker.database import Connection
 from worker.queries import migrations, query
 
 log = logging.getLogger(__name__)
 
 
+class MigrateError(Exception):
+    """migrate cannot go on; the message is one line that says how to fix it."""
+
+
 @dataclass
 class MigrationReport:
     pgmq: str = ""
-    """How pgmq got here: 'present (…)', 'extension' or 'sql-only …'."""
+    """How pgmq got here: 'present (…)', 'extension …' or 'sql-only …'."""
     queue_created: bool = False
     applied: list[str] = field(default_factory=list)
+    indexes_created: list[str] = field(default_factory=list)
+    backfilled_tenants: int = 0
 
 
 def pgmq_sql_path() -> Path:
@@ -47,22 +64,10 @@ async def install_pgmq(connection: Connection) -> str:
         return f"present ({installed})"
     if await connection.fetchval(query("pgmq_extension_available")):
         await connection.execute(query("create_pgmq_extension"))
-        return "extension"
-    async with connection.transaction():
-        await connection.execute(pgmq_sql_path().read_text())
+        version = await connection.fetchval(query("pgmq_installed_version"))
+        return f"extension {version}"
+    await connection.execute(pgmq_sql_path().read_text())
     return f"sql-only {pgmq_sql_version()}"
-
-
-async def ensure_queue(connection: Connection, queue_name: str) -> bool:
-    """Create the queue and its insert NOTIFY if missing; True when created."""
-    created = False
-    async with connection.transaction():
-        if not await connection.fetchval(query("queue_exists"), queue_name):
-            await connection.execute(query("create_queue"), queue_name)
-            created = True
-        if not await connection.fetchval(query("notify_insert_enabled"), queue_name):
-            await connection.execute(query("enable_notify_insert"), queue_name)
-    return created
 
 
 async def apply_migrations(connection: Connection) -> list[str]:
@@ -72,22 +77,119 @@ async def apply_migrations(connection: Connection) -> list[str]:
     for migration in migrations():
         if migration.version in applied:
             continue
-        async with connection.transaction():
-            await connection.execute(migration.sql)
-            await connection.execute(query("record_migration"), migration.version, migration.name)
+        await connection.execute(migration.sql)
+        await connection.execute(query("record_migration"), migration.version, migration.name)
         log.info("applied migration", extra={"migration": migration.name})
         newly_applied.append(migration.name)
     return newly_applied
 
 
-async def migrate(connection: Connection, queue_name: str) -> MigrationReport:
-    """Bring the database up to date for a worker on ``queue_name``."""
-    await connection.execute(query("migrate_lock"))
-    try:
-        report = MigrationReport(pgmq=await install_pgmq(connection))
-        report.queue_created = await ensure_queue(connection, queue_name)
+async def ensure_queue(connection: Connection, queue_name: str) -> bool:
+    """Create the queue if missing and install the worker's insert NOTIFY; True when created."""
+    created = False
+    if not await connection.fetchval(query("queue_exists"), queue_name):
+        await connection.execute(query("create_queue"), queue_name)
+        created = True
+    await connection.execute(query("install_queue_notify"), queue_name)
+    return created
+
+
+async def grant_read_roles(connection: Connection, roles: Sequence[str]) -> None:
+    for role in roles:
+        if not await connection.fetchval(query("role_exists"), role):
+            raise MigrateError(f"STATS_READ_ROLES: role {role!r} does not exist")
+        await connection.execute(query("grant_stats_read"), role)
+
+
+async def _migrate_schema(
+    connection: Connection, queue_name: str, read_roles: Sequence[str], report: MigrationReport
+) -> None:
+    async with connection.transaction():
+        await connection.execute(query("migrate_xact_lock"))
+        report.pgmq = await install_pgmq(connection)
         report.applied = await apply_migrations(connection)
+        report.queue_created = await ensure_queue(connection, queue_name)
+        await grant_read_roles(connection, read_roles)
         await connection.execute(query("set_config"), "queue_name", queue_name)
-    finally:
-        await connection.execute(query("migrate_unlock"))
+
+
+async def ensure_app_indexes(connection: Connection) -> list[str]:
+    """Build the indexes the statistics need on the app's tables, without blocking it.
+
+    ``CREATE INDEX CONCURRENTLY`` cannot run in a transaction, so each is its
+    own statement; an index whose columns an existing valid index already leads
+    with is not built again, and an invalid one (an interrupted build) is
+    rebuilt unless a build of it is running right now.
+    """
+    created = []
+    for wanted in await connection.fetch(query("missing_app_indexes")):
+        name = wanted["name"]
+        if wanted["invalid"]:
+            if wanted["building"]:
+                continue  # another migrate is building it
+            log.warning("rebuilding an invalid index", extra={"index": name})
+            await connection.execute(wanted["drop_sql"])
+        log.info("creating index concurrently", extra={"index": name})
+        try:
+            await connection.execute(wanted["create_sql"])
+        except asyncpg.InsufficientPrivilegeError:
+            log.warning(
+                "cannot create an index on the app's table (only its owner can); "
+                "statistics stay right but slower. Ask the owner to run: "
+                f"{wanted['create_sql']}",
+                extra={"index": name},
+            )
+            continue
+        except asyncpg.DuplicateTableError:
+            continue  # another migrate created it at the same moment
+        created.append(name)
+    return created
+
+
+async def migrate(
+    connection: Connection,
+    queue_name: str,
+    *,
+    read_roles: Sequence[str] = (),
+    backfill: bool = True,
+) -> MigrationReport:
+    """Bring the database up to date for a worker on ``queue_name``."""
+    report = MigrationReport()
+    role = await connection.fetchval(query("current_role"))
+    try:
+        await _migrate_schema(connection, queue_name, read_roles, report)
+        report.indexes_created = await ensure_app_indexes(connection)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise MigrateError(privilege_hint(str(exc), role, queue_name)) from None
+    if backfill:
+        report.backfilled_tenants = await backfill_pending(connection)
     return report
+
+
+_OBJECT = re.compile(r"(?:permission denied for|must be owner of) (\w+) ([\w.\"]+)")
+
+
+def privilege_hint(error: str, role: str, queue_name: str) -> str:
+    """One line: what was refused, and the GRANT (run by its owner) that fixes it."""
+    match = _OBJECT.search(error)
+    kind, name = (match.group(1), match.group(2)) if match else ("", "")
+    if kind == "extension" or (kind == "schema" and name == "pgmq") or "pgmq" in name:
+        fix = (
+            f"pgmq belongs to another role: as a superuser (or the extension's owner) run "
+            f"SELECT pgmq.create('{queue_name}'); GRANT USAGE ON SCHEMA pgmq TO {role}; "
+            f"GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON ALL TABLES IN SCHEMA pgmq "
+            f"TO {role}; GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgmq TO {role}"
+        )
+    elif kind == "database":
+        fix = f"GRANT CREATE ON DATABASE {name} TO {role}"
+    elif kind == "schema":
+        fix = f"GRANT USAGE, CREATE ON SCHEMA {name} TO {role}"
+    elif kind == "table" and error.startswith("must be owner"):
+        fix = (
+            f"run migrate as the owner of {name}, or have it run ALTER TABLE {name} OWNER TO {role}"
+        )
+    elif kind == "table":
+        fix = f"GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON {name} TO {role}"
+    else:
+        fix = "see README, 'Database rights'"
+    return f"migrate as role {role}: {error}. Fix: {fix}"

@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 QUEUE_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,46}$")
 
+ROLE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -32,8 +34,14 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     """PostgreSQL DSN. Unset: an embedded PostgreSQL in ``embedded_data_dir``."""
     embedded_data_dir: Path = Field(default_factory=default_data_dir)
-    database_statement_cache_size: Annotated[int, Field(ge=0)] = 100
-    """0 for PgBouncer in transaction mode (Supabase's transaction pooler)."""
+    direct_database_url: SecretStr | None = None
+    """A direct or session-pooler DSN for what needs a session (LISTEN, migrate),
+    when ``database_url`` goes through a transaction pooler."""
+    database_statement_cache_size: Annotated[int, Field(ge=0)] | None = None
+    """asyncpg's prepared-statement cache. Unset: 100, or 0 when ``database_url``
+    turns out to be a transaction pooler (which cannot keep prepared statements)."""
+    stats_read_roles: str = ""
+    """Comma-separated roles that migrate grants read access to the stats tables."""
     pool_min_size: Annotated[int, Field(ge=0)] = 2
     pool_max_size: PositiveInt = 16
 
@@ -80,12 +88,33 @@ class Settings(BaseSettings):
             raise ValueError("must be lowercase letters, digits and _ (at most 47 characters)")
         return value
 
+    @field_validator("stats_read_roles")
+    @classmethod
+    def _roles_are_names(cls, value: str) -> str:
+        for role in _split_roles(value):
+            if not ROLE_NAME_PATTERN.fullmatch(role):
+                raise ValueError(f"{role!r} is not a role name (letters, digits, _, $, -)")
+        return value
+
+    @property
+    def read_roles(self) -> tuple[str, ...]:
+        return _split_roles(self.stats_read_roles)
+
+    def session_dsn(self, dsn: str) -> str:
+        """Where LISTEN and migrate connect: ``direct_database_url``, else ``dsn``."""
+        direct = self.direct_database_url
+        return direct.get_secret_value() if direct is not None else dsn
+
     @field_validator("log_format")
     @classmethod
     def _known_log_format(cls, value: str) -> str:
         if value not in {"auto", "json", "text"}:
             raise ValueError("must be auto, json or text")
         return value
+
+
+def _split_roles(value: str) -> tuple[str, ...]:
+    return tuple(role.strip() for role in value.split(",") if role.strip())
 
 
 class SettingsError(Exception):

@@ -47,20 +47,7 @@ create table if not exists public.match_players (
     primary key (match_id, player_id)
 );
 
--- Player-scoped statistics start from "every match of these players": without
--- this index each of them would scan the whole lineup table.
-create index if not exists match_players_player_id_idx
-    on public.match_players (player_id);
-
--- Elo replays a tenant's matches in (played_at, id) order from a position, and
--- rebuilds list a tenant's matches.
-create index if not exists matches_tenant_played_at_id_idx
-    on public.matches (tenant_id, played_at, id);
-
--- Season standings and leaderboards recompute whole seasons.
-create index if not exists matches_season_id_idx
-    on public.matches (season_id);
-
--- Rebuilds list a tenant's seasons and players.
-create index if not exists seasons_tenant_id_idx on public.seasons (tenant_id);
-create index if not exists players_tenant_id_idx on public.players (tenant_id);
+-- The indexes the statistics need on these tables are not created here: on an
+-- app's existing tables a plain CREATE INDEX would block its writes while it
+-- builds. migrate builds them CONCURRENTLY after the migrations, and reuses an
+-- equivalent index the app already has (queries/migrate.sql, missing_app_indexes).

@@ -7,14 +7,13 @@ FROM pgmq.read($1, $2::integer, $3::integer)
 
 -- name: extend_visibility
 -- Keeps messages still being worked on invisible for another $3 seconds.
-SELECT count(*) FROM pgmq.set_vt($1, $2::bigint[], $3::integer)
+SELECT stats_worker.extend_visibility($1, $2::bigint[], $3::integer)
 
 -- name: send_message
-SELECT pgmq.send($1, $2::jsonb, coalesce($3::timestamptz, clock_timestamp()))
+SELECT stats_worker.send($1, $2::jsonb, $3::timestamptz)
 
 -- name: queue_metrics
-SELECT queue_length, queue_visible_length, oldest_msg_age_sec, total_messages
-FROM pgmq.metrics($1)
+SELECT length, visible, oldest_age_seconds, total_sent FROM stats_worker.queue_depth($1)
 
 -- name: settle_messages
 -- Everything the worker learnt about a batch of messages, in one statement and
@@ -48,9 +47,7 @@ acked AS (
     SELECT 1 FROM pgmq.delete($1, $12::bigint[])
 ),
 retried AS (
-    SELECT 1
-    FROM unnest($13::bigint[], $14::double precision[]) AS d(msg_id, delay_s),
-         LATERAL pgmq.set_vt($1, d.msg_id, clock_timestamp() + make_interval(secs => d.delay_s))
+    SELECT stats_worker.retry_after($1, $13::bigint[], $14::double precision[]) AS n
 ),
 dead AS (
     SELECT 1 FROM pgmq.archive($1, $15::bigint[])
@@ -63,9 +60,10 @@ invalidation AS (
 )
 SELECT (SELECT count(*) FROM runs) AS runs,
        (SELECT count(*) FROM acked) AS acked,
-       (SELECT count(*) FROM retried) AS retried,
+       (SELECT n FROM retried) AS retried,
        (SELECT count(*) FROM dead) AS dead,
        (SELECT id FROM invalidation) AS callback_id
 
--- name: ping
-SELECT 1
+-- name: notify_probe
+-- The listener's proof that it hears its channel: a NOTIFY it must receive back.
+SELECT pg_notify($1, $2)

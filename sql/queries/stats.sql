@@ -62,3 +62,23 @@ ORDER BY array_position(i.indkey, a.attnum)
 -- name: table_rows
 -- Every row of one stats table for one tenant, as JSON ({table} is from a fixed list).
 SELECT to_jsonb(t) AS row FROM stats.{table} t WHERE t.tenant_id = $1
+
+-- name: claim_backfill
+-- The next tenant waiting for its first full recompute, locked for the
+-- caller's transaction; other replicas skip it and take the next.
+SELECT tenant_id, counted_matches,
+       (SELECT count(*) FROM stats_worker.backfill) AS waiting
+FROM stats_worker.backfill
+ORDER BY queued_at, tenant_id
+LIMIT 1
+FOR UPDATE SKIP LOCKED
+
+-- name: finish_backfill
+DELETE FROM stats_worker.backfill WHERE tenant_id = $1
+
+-- name: owe_invalidation
+-- Tags owed for statistics changed outside a message (rebuild, backfill): due
+-- now, sent by the worker's invalidator (or by the command that wrote them).
+INSERT INTO stats_worker.callbacks (msg_ids, tags, next_attempt_at)
+VALUES ('{}', $1::text[], now())
+RETURNING id
