@@ -178,6 +178,26 @@ def process_log(process: subprocess.Popen[bytes]) -> str:
     return PROCESS_LOGS[process.pid].read_text(errors="replace")
 
 
+def run_cli(
+    database_url: str | None, *args: str, stdin: str = "", timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``stats-worker ARGS`` in its own process, as an operator runs it (JSON logs)."""
+    environment = {**os.environ, "LOG_FORMAT": "json", **env}
+    environment.pop("DATABASE_URL", None)
+    if database_url is not None:
+        environment["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        check=False,
+        cwd=ROOT,
+        env=environment,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
     process.send_signal(sig)
     code = process.wait(timeout=30)

@@ -21,6 +21,7 @@ from worker.stats.aggregations import (
     refresh_concurrently,
     refresh_in_one_transaction,
 )
+from worker.stats.handler import cache_tags
 
 RATING_TOLERANCE = 0.01
 Progress = Callable[[UUID], None]
@@ -46,9 +47,14 @@ async def full_scope(executor: Pool | Connection, tenant: UUID) -> Scope:
 
 
 async def rebuild(pool: Pool, tenant_ids: list[UUID], progress: Progress | None = None) -> None:
-    """Recompute every statistic of these tenants from the source tables."""
+    """Recompute every statistic of these tenants from the source tables.
+
+    Each tenant's cache tags are then owed to the app (``stats_worker.callbacks``),
+    so pages built from the old statistics are invalidated.
+    """
     for tenant in tenant_ids:
         await refresh_concurrently(pool, await full_scope(pool, tenant))
+        await pool.fetchval(query("owe_invalidation"), cache_tags([tenant]))
         if progress is not None:
             progress(tenant)
 

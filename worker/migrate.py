@@ -79,7 +79,6 @@ async def apply_migrations(connection: Connection) -> list[str]:
             continue
         await connection.execute(migration.sql)
         await connection.execute(query("record_migration"), migration.version, migration.name)
-        log.info("applied migration", extra={"migration": migration.name})
         newly_applied.append(migration.name)
     return newly_applied
 
@@ -111,6 +110,8 @@ async def _migrate_schema(
         report.queue_created = await ensure_queue(connection, queue_name)
         await grant_read_roles(connection, read_roles)
         await connection.execute(query("set_config"), "queue_name", queue_name)
+    for name in report.applied:  # once committed: a refused migrate applied nothing
+        log.info("applied migration", extra={"migration": name})
 
 
 async def ensure_app_indexes(connection: Connection) -> list[str]:

@@ -1,0 +1,190 @@
+"""The databases people actually have: apps with history, owners that are not superusers.
+
+Everything runs as an operator would: the CLI in its own process, roles with
+only the rights the README lists, the app's role completing matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests import reference
+from tests.support import dsn_for_database, run_cli
+from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from worker.migrate import pgmq_sql_path
+from worker.queries import migrations
+
+SOURCE_TABLES = next(m.sql for m in migrations() if m.name == "0002_source_tables")
+"""The contract's source tables, as an app that predates the worker has them."""
+
+
+async def _play_history(conn: asyncpg.Connection, *, seed: int, tenants: int, matches: int) -> int:
+    """A league completed before the worker existed; returns its counted matches."""
+    league = generate_league(
+        seed=seed, tenants=tenants, players=14, matches=matches, side_min=3, side_max=6
+    )
+    await write_clubs(conn, league)
+    await write_scheduled(conn, list(league.matches()))
+    for match in league.matches():
+        await complete_match(conn, match)
+    counted: int = await conn.fetchval(
+        "SELECT count(*) FROM matches WHERE status = 'completed' "
+        "AND team_a_score IS NOT NULL AND team_b_score IS NOT NULL"
+    )
+    return counted
+
+
+async def test_an_app_with_history_gets_exact_statistics_with_no_manual_step(
+    blank_database_url, server_dsn
+):
+    conn = await asyncpg.connect(blank_database_url)
+    try:
+        await conn.execute(SOURCE_TABLES)
+        counted = await _play_history(conn, seed=21, tenants=2, matches=110)
+        assert counted >= 200
+        # The app keeps an index of its own that serves one the worker needs.
+        await conn.execute("CREATE INDEX app_lineups_by_player ON match_players (player_id)")
+
+        migrated = run_cli(blank_database_url, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        assert "backfilled the statistics of 2 tenant(s)" in migrated.stdout
+        assert "match_players_player_id_idx" not in migrated.stdout  # reused the app's
+        assert "backfilling statistics of an existing history" in migrated.stderr
+        assert await conn.fetchval("SELECT count(*) FROM stats_worker.backfill") == 0
+
+        drained = run_cli(blank_database_url, "run", "--until-empty", PORT="0")
+        assert drained.returncode == 0, drained.stderr
+        await reference.assert_stats_match_reference(conn)
+        verified = run_cli(blank_database_url, "verify")
+        assert verified.returncode == 0, verified.stdout
+        # The app is told: each tenant's tags are owed (and sent by a running worker).
+        owed = await conn.fetch("SELECT tags FROM stats_worker.callbacks")
+        tenants = await conn.fetch("SELECT id FROM tenants")
+        assert {f"tenant:{t['id']}" for t in tenants} <= {tag for r in owed for tag in r["tags"]}
+        indexes = await conn.fetch(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' "
+            "AND tablename = 'match_players'"
+        )
+        assert "match_players_player_id_idx" not in {r["indexname"] for r in indexes}
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _roles(server_dsn: str) -> AsyncIterator[tuple[str, str]]:
+    """A database owner and an app role, neither a superuser; dropped afterwards."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, app = f"sw_owner_{suffix}", f"sw_app_{suffix}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {owner} LOGIN NOSUPERUSER")
+        await admin.execute(f"CREATE ROLE {app} LOGIN NOSUPERUSER")
+        yield owner, app
+    finally:
+        for role in (owner, app):
+            for database in await admin.fetch(
+                "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba "
+                "WHERE r.rolname = $1",
+                role,
+            ):
+                await admin.execute(f'DROP DATABASE IF EXISTS "{database[0]}" WITH (FORCE)')
+        await admin.execute(f"DROP ROLE IF EXISTS {app}")
+        await admin.execute(f"DROP ROLE IF EXISTS {owner}")
+        await admin.close()
+
+
+def _as(dsn: str, role: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+async def _owned_database(server_dsn: str, owner: str) -> str:
+    name = f"sw_field_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER {owner}')
+    finally:
+        await admin.close()
+    return dsn_for_database(server_dsn, name)
+
+
+async def _app_plays(app_dsn: str, owner_dsn: str, app: str) -> None:
+    """The owner creates the app's tables and lets the app role use them; the app plays."""
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        await owner.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON tenants, seasons, players, matches, "
+            f"match_players TO {app}"
+        )
+    finally:
+        await owner.close()
+    conn = await asyncpg.connect(app_dsn)
+    try:
+        await _play_history(conn, seed=8, tenants=2, matches=25)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        pytest.fail(f"the app role could not complete a match: {exc}")
+    finally:
+        await conn.close()
+
+
+async def test_a_non_superuser_owner_migrates_and_runs_while_an_app_role_plays(server_dsn):
+    async with _roles(server_dsn) as (owner, app):
+        database = await _owned_database(server_dsn, owner)
+        owner_dsn, app_dsn = _as(database, owner), _as(database, app)
+        migrated = run_cli(owner_dsn, "migrate", STATS_READ_ROLES=app)
+        assert migrated.returncode == 0, migrated.stderr
+        await _app_plays(app_dsn, owner_dsn, app)
+        drained = run_cli(owner_dsn, "run", "--until-empty", PORT="0")
+        assert drained.returncode == 0, drained.stderr
+        conn = await asyncpg.connect(owner_dsn)
+        try:
+            await reference.assert_stats_match_reference(conn)
+        finally:
+            await conn.close()
+        # STATS_READ_ROLES: the app reads the statistics, not the worker's bookkeeping.
+        reader = await asyncpg.connect(app_dsn)
+        try:
+            assert await reader.fetchval("SELECT count(*) FROM stats.player_totals") > 0
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await reader.fetchval("SELECT count(*) FROM stats.rating_steps")
+        finally:
+            await reader.close()
+
+
+async def test_pgmq_of_a_superuser_names_the_grant_then_works_once_granted(server_dsn):
+    async with _roles(server_dsn) as (owner, app):
+        database = await _owned_database(server_dsn, owner)
+        owner_dsn = _as(database, owner)
+        superuser = await asyncpg.connect(database)
+        try:
+            # Installed by someone else, as a superuser enables pgmq for a project.
+            await superuser.execute(pgmq_sql_path().read_text())
+            refused = run_cli(owner_dsn, "migrate")
+            assert refused.returncode == 1
+            lines = refused.stderr.strip().splitlines()
+            assert len(lines) == 1, refused.stderr
+            assert f"GRANT USAGE ON SCHEMA pgmq TO {owner}" in lines[0]
+            assert "pgmq.create('stats_updates')" in lines[0]
+            # The superuser runs what the line says.
+            fix = lines[0].split(" run ", 1)[1]
+            await superuser.execute(fix)
+        finally:
+            await superuser.close()
+        migrated = run_cli(owner_dsn, "migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        await _app_plays(_as(database, app), owner_dsn, app)
+        drained = run_cli(owner_dsn, "run", "--until-empty", PORT="0")
+        assert drained.returncode == 0, drained.stderr
+        conn = await asyncpg.connect(owner_dsn)
+        try:
+            await reference.assert_stats_match_reference(conn)
+        finally:
+            await conn.close()
