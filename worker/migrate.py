@@ -13,8 +13,10 @@ backfilled one at a time.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,15 +116,34 @@ async def _migrate_schema(
         log.info("applied migration", extra={"migration": name})
 
 
+INDEX_BUILD_TRIES = 6
+"""Two concurrent index builds on one table deadlock (each waits for the other's
+transaction); PostgreSQL cancels one, which tries again once the other is done."""
+
+
 async def ensure_app_indexes(connection: Connection) -> list[str]:
     """Build the indexes the statistics need on the app's tables, without blocking it.
 
     ``CREATE INDEX CONCURRENTLY`` cannot run in a transaction, so each is its
     own statement; an index whose columns an existing valid index already leads
     with is not built again, and an invalid one (an interrupted build) is
-    rebuilt unless a build of it is running right now.
+    rebuilt unless a build of it is running right now. Replicas that migrate
+    together may collide; the one PostgreSQL cancels tries again.
     """
-    created = []
+    created: list[str] = []
+    for attempt in range(1, INDEX_BUILD_TRIES + 1):
+        try:
+            await _build_missing_indexes(connection, created)
+            return created
+        except asyncpg.DeadlockDetectedError:
+            if attempt == INDEX_BUILD_TRIES:
+                raise
+            log.info("another migrate is building an index; trying again")
+            await asyncio.sleep(0.2 * 2**attempt * random.uniform(0.5, 1.0))
+    return created
+
+
+async def _build_missing_indexes(connection: Connection, created: list[str]) -> None:
     for wanted in await connection.fetch(query("missing_app_indexes")):
         name = wanted["name"]
         if wanted["invalid"]:
@@ -144,7 +165,6 @@ async def ensure_app_indexes(connection: Connection) -> list[str]:
         except asyncpg.DuplicateTableError:
             continue  # another migrate created it at the same moment
         created.append(name)
-    return created
 
 
 async def migrate(
