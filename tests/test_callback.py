@@ -15,8 +15,10 @@ import asyncpg
 import pytest
 
 from tests.receiver import Receiver, receiving
-from tests.support import wait_for, worker_settings
+from tests.support import running_worker, wait_for, worker_settings
+from worker.app import default_handlers
 from worker.callback import CacheInvalidator, http_client, retry_after_seconds
+from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.metrics import REGISTRY
 from worker.outcomes import Invalidation, JobRun, Settler
 from worker.queue import send
@@ -124,8 +126,47 @@ async def test_a_settled_message_invalidates_its_tags_at_once(database_url, conn
     assert request.headers["authorization"] == f"Bearer {SECRET}"
     assert request.headers["content-type"] == "application/json"
     assert request.body == {
-        "tags": sorted(["match_reports", "player_stats", "season_stats", f"tenant:{tenant}"])
+        "tags": [
+            "match_reports",
+            f"match_reports:{tenant}",
+            "player_stats",
+            f"player_stats:{tenant}",
+            "season_stats",
+            f"season_stats:{tenant}",
+            f"tenant:{tenant}",
+        ]
     }
+
+
+def test_cache_tags_are_sorted_and_scoped_to_each_tenant():
+    a, b = "0000aaaa-0000-4000-8000-000000000000", "0000bbbb-0000-4000-8000-000000000000"
+    tags = cache_tags([b, a, b])
+    assert tags == sorted(tags)
+    assert len(tags) == len(set(tags)) == 3 + 2 * 4
+    assert {"player_stats", f"player_stats:{a}", f"season_stats:{b}", f"tenant:{a}"} <= set(tags)
+
+
+async def test_a_tenants_recompute_sends_its_scoped_tags_and_none_of_another_tenants(
+    database_url, conn, pool, receiver
+):
+    league = generate_league(seed=3, tenants=2, players=8, matches=4, side_min=3, side_max=4)
+    a, b = league.tenants
+    await write_clubs(conn, league)
+    await write_scheduled(conn, list(league.matches()))  # scheduled: nothing to recompute
+    match = next(m for m in a.matches if m.status == "completed")
+    await complete_match(conn, match)  # the trigger enqueues tenant A's message
+    async with running_worker(callback_settings(database_url, receiver), default_handlers):
+        [request] = await receiver.wait_for_requests(1)
+        await wait_for(lambda: _no_callbacks(conn))
+    assert await conn.fetchval(
+        "SELECT count(*) FROM stats.match_reports WHERE match_id = $1", match.id
+    )
+    assert request.body == {"tags": cache_tags([a.id])}
+    assert {f"player_stats:{a.id}", f"season_stats:{a.id}", f"match_reports:{a.id}"} <= set(
+        request.body["tags"]
+    )
+    assert not [tag for tag in request.body["tags"] if str(b.id) in tag]
+    assert len(receiver.requests) == 1
 
 
 async def _no_callbacks(conn: asyncpg.Connection) -> bool:
@@ -199,6 +240,54 @@ async def test_a_rejected_invalidation_fails_at_once_and_loudly(
     assert error.status == 401
     assert error.callback_id == callback_id
     assert all(SECRET not in str(record.__dict__) for record in caplog.records)
+
+
+async def test_a_redirect_fails_at_once_and_names_its_location(
+    database_url, conn, pool, receiver, caplog
+):
+    # The usual cause: the route sits behind the app's login middleware.
+    login = f"https://app.example/login?token={SECRET}&next=" + "x" * 500
+    receiver.answer_always(302, headers={"Location": login})
+    attempts_before = counted("callback_attempts", status_class="3xx")
+    rejected_before = counted("callback_failures", reason="rejected")
+    async with invalidating(pool, callback_settings(database_url, receiver)) as invalidator:
+        callback_id = await submit(conn, invalidator, ["player_stats"])
+        await counted_more("callback_failures", rejected_before, reason="rejected")
+        await asyncio.sleep(0.5)  # several retry delays: none comes
+    assert len(receiver.requests) == 1
+    failed = await row(conn, callback_id)
+    assert failed is not None
+    assert (failed["status"], failed["attempts"]) == ("failed", 1)
+    assert failed["last_error"].startswith(
+        "HTTP 302 redirect to https://app.example/login?token=***"
+    )
+    assert counted("callback_attempts", status_class="3xx") - attempts_before == 1
+    [error] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert error.levelno == logging.ERROR
+    assert error.callback_id == callback_id
+    message = error.getMessage()
+    assert message.startswith("cache endpoint redirected (302) to https://app.example/login?")
+    assert "set CACHE_INVALIDATION_URL to the final URL" in message
+    assert "login page" in message
+    assert "x" * 200 not in message  # the Location is cut to 200 characters
+    assert all(SECRET not in str(record.__dict__) for record in caplog.records)
+
+
+async def test_a_relative_redirect_is_not_followed(database_url, conn, pool, receiver):
+    # A 308 keeps the POST: followed, it would reach the receiver a second time.
+    receiver.answer_always(308, headers={"Location": "/hook/"})
+    async with invalidating(pool, callback_settings(database_url, receiver)) as invalidator:
+        callback_id = await submit(conn, invalidator, ["season_stats"])
+        await wait_for(lambda: _failed(conn, callback_id))
+    assert [r.path for r in receiver.requests] == ["/hook"]
+    failed = await row(conn, callback_id)
+    assert failed is not None
+    assert failed["last_error"] == f"HTTP 308 redirect to {receiver.url}/"
+
+
+async def _failed(conn: asyncpg.Connection, callback_id: int) -> bool:
+    found = await row(conn, callback_id)
+    return found is not None and found["status"] == "failed"
 
 
 async def test_an_invalidation_fails_when_its_attempts_run_out(

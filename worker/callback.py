@@ -41,6 +41,8 @@ SWEEP_MAX_IDLE_SECONDS = 10.0
 SWEEP_MIN_IDLE_SECONDS = 0.05
 LEASE_MARGIN_SECONDS = 1.0
 MAX_RETRY_AFTER_SECONDS = 3600.0
+LOCATION_MAX_CHARS = 200
+"""A redirect's ``Location`` comes from outside: log no more of it than this."""
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
@@ -81,12 +83,14 @@ class _Owed:
 @dataclass(frozen=True)
 class _Attempt:
     status_class: str
-    """Label of ``callback_attempts_total``: 2xx, 4xx, 5xx or error."""
+    """Label of ``callback_attempts_total``: 2xx, 3xx, 4xx, 5xx or error."""
     status: int | None = None
     error: str | None = None
     """None when delivered."""
     retry: bool = True
     retry_after: float | None = None
+    advice: str | None = None
+    """What the error line says when this attempt ends the row; None: the usual."""
 
 
 class CacheInvalidator:
@@ -214,6 +218,8 @@ class CacheInvalidator:
         status = response.status_code
         if 200 <= status < 300:
             return _Attempt("2xx", status)
+        if 300 <= status < 400:
+            return self._redirected(response)
         status_class = f"{status // 100}xx" if status >= 400 else "error"
         body = " ".join(response.text.split())[:200]
         error = self._scrub(f"HTTP {status}: {body}" if body else f"HTTP {status}")
@@ -221,6 +227,40 @@ class CacheInvalidator:
             header = response.headers.get("retry-after") if status in (429, 503) else None
             return _Attempt(status_class, status, error, retry_after=retry_after_seconds(header))
         return _Attempt(status_class, status, error, retry=False)
+
+    def _redirected(self, response: httpx.Response) -> _Attempt:
+        # The client follows no redirect: the bearer secret must not travel to
+        # wherever a Location points, and a 301/302 would turn the POST into a
+        # GET that revalidates nothing. Asking again gets the same answer, so
+        # this is a configuration error, like a 4xx.
+        status = response.status_code
+        location = self._location(response)
+        where = f" to {location}" if location else " without a Location"
+        return _Attempt(
+            "3xx",
+            status,
+            f"HTTP {status} redirect{where}",
+            retry=False,
+            advice=(
+                f"cache endpoint redirected ({status}){where}: set CACHE_INVALIDATION_URL"
+                " to the final URL; a redirect to a login page means the app's auth"
+                " middleware guards the route"
+            ),
+        )
+
+    def _location(self, response: httpx.Response) -> str | None:
+        """The redirect's target: absolute, scrubbed, printable, at most LOCATION_MAX_CHARS."""
+        value = response.headers.get("location", "").strip()
+        if not value:
+            return None
+        with contextlib.suppress(httpx.InvalidURL, ValueError):
+            # A relative Location ("/login") means little without the host it is on.
+            value = str(response.url.join(value))
+        # Scrubbed before it is cut, so no part of the secret survives the cut.
+        value = "".join(c if c.isprintable() else "?" for c in self._scrub(value))
+        if len(value) > LOCATION_MAX_CHARS:
+            return value[: LOCATION_MAX_CHARS - 1] + "…"
+        return value
 
     async def _record_failure(self, rows: list[_Owed], attempt: _Attempt) -> None:
         attempts = [row.attempts + 1 for row in rows]
@@ -263,7 +303,7 @@ class CacheInvalidator:
     def _gave_up(self, row: _Owed, attempts: int, attempt: _Attempt) -> None:
         reason = "attempts_exhausted" if attempt.retry else "rejected"
         metrics.callback_failures_total.labels(reason=reason).inc()
-        message = (
+        message = attempt.advice or (
             "cache invalidation rejected: check CACHE_INVALIDATION_URL and INTERNAL_SECRET"
             if reason == "rejected"
             else "cache invalidation failed: attempts exhausted"

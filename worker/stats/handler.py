@@ -15,7 +15,14 @@ CACHE_TAGS = ("player_stats", "season_stats", "match_reports")
 
 
 def cache_tags(tenant_ids: Sequence[object]) -> list[str]:
-    return [*CACHE_TAGS, *(f"tenant:{tenant}" for tenant in sorted({str(t) for t in tenant_ids}))]
+    """The tags a recompute of these tenants invalidates, sorted.
+
+    The bare tags stay for pages tagged before tenant scoping; ``<tag>:<tenant>``
+    lets the app tag a tenant's pages so another tenant's match leaves them cached.
+    """
+    tenants = {str(t) for t in tenant_ids}
+    scoped = {f"{tag}:{tenant}" for tag in CACHE_TAGS for tenant in tenants}
+    return sorted({*CACHE_TAGS, *scoped, *(f"tenant:{tenant}" for tenant in tenants)})
 
 
 class StatsHandler:
