@@ -56,16 +56,16 @@ async def test_an_app_with_history_gets_exact_statistics_with_no_manual_step(
         assert "match_players_player_id_idx" not in migrated.stdout  # reused the app's
         assert "backfilling statistics of an existing history" in migrated.stderr
         assert await conn.fetchval("SELECT count(*) FROM stats_worker.backfill") == 0
+        # The app is told: each tenant's tags are owed, sent by the worker once it runs.
+        owed = await conn.fetch("SELECT tags FROM stats_worker.callbacks")
+        tenants = await conn.fetch("SELECT id FROM tenants")
+        assert {f"tenant:{t['id']}" for t in tenants} <= {tag for r in owed for tag in r["tags"]}
 
         drained = run_cli(blank_database_url, "run", "--until-empty", PORT="0")
         assert drained.returncode == 0, drained.stderr
         await reference.assert_stats_match_reference(conn)
         verified = run_cli(blank_database_url, "verify")
         assert verified.returncode == 0, verified.stdout
-        # The app is told: each tenant's tags are owed (and sent by a running worker).
-        owed = await conn.fetch("SELECT tags FROM stats_worker.callbacks")
-        tenants = await conn.fetch("SELECT id FROM tenants")
-        assert {f"tenant:{t['id']}" for t in tenants} <= {tag for r in owed for tag in r["tags"]}
         indexes = await conn.fetch(
             "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' "
             "AND tablename = 'match_players'"

@@ -18,13 +18,13 @@ from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import metrics
+from worker import database, metrics
 from worker.database import DATABASE_ERRORS, Pool
 from worker.errors import GiveUp, MalformedMessage, RetryLater
 from worker.handlers import Handler
 from worker.listener import listen_forever
 from worker.outcomes import JobRun, Settler
-from worker.queue import Message, Queue
+from worker.queue import Message, Queue, decode_body
 from worker.settings import Settings
 from worker.status import WorkerStatus
 
@@ -81,6 +81,8 @@ class Consumer:
         self._running: set[Hashable] = set()
         """Group keys with a recompute running: one per key at a time."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._runs: dict[int, JobRun] = {}
+        """The run records of messages running now, by msg_id."""
         self._labels = {"queue": queue_name}
         self._outcomes = {
             outcome: metrics.messages_total.labels(queue=queue_name, outcome=outcome)
@@ -88,6 +90,7 @@ class Consumer:
         }
         self._duration = metrics.job_duration_seconds.labels(queue=queue_name)
         self._in_flight_gauge = metrics.jobs_in_flight.labels(queue=queue_name)
+        self._lost = metrics.messages_lost_total.labels(queue=queue_name)
         self._poll_gauge = metrics.last_poll_timestamp_seconds.labels(queue=queue_name)
 
     def stop(self) -> None:
@@ -184,10 +187,17 @@ class Consumer:
     # -- scheduling ---------------------------------------------------------------
 
     def _accept(self, messages: list[Message]) -> None:
-        """Parse and queue messages by group key, then start what may start."""
+        """Decode, parse and queue messages by group key, then start what may start.
+
+        Each body is decoded on its own: one that cannot be is dead-lettered
+        with its reason and the others go on.
+        """
         for message in messages:
+            if message.msg_id in self._in_flight:
+                self._reread(message)
+                continue
             try:
-                payload = self._handler.parse(message.body)
+                payload = self._handler.parse(decode_body(message.raw))
             except MalformedMessage as exc:
                 run = self._run_record(message, None, _utcnow())
                 self._dead(message, run, exc.reason, "malformed")
@@ -199,6 +209,22 @@ class Consumer:
             self._waiting.setdefault(key, []).append((message, payload))
             self._waiting_count += 1
         self._dispatch()
+
+    def _reread(self, message: Message) -> None:
+        """A message this process holds came back (its timeout lapsed): keep one copy.
+
+        The new read is the one that owns the message now, so the copy already
+        waiting or running takes its read_ct and goes on; it is not queued twice.
+        """
+        self._in_flight[message.msg_id] = message
+        if (run := self._runs.get(message.msg_id)) is not None:
+            run.read_ct = message.read_ct
+            return
+        for group in self._waiting.values():
+            for i, (held, payload) in enumerate(group):
+                if held.msg_id == message.msg_id:
+                    group[i] = (message, payload)
+                    return
 
     def _dispatch(self) -> None:
         """Start waiting groups, oldest first, one per key, while slots are free."""
@@ -224,9 +250,11 @@ class Consumer:
         return JobRun(
             msg_id=message.msg_id,
             status="running",
-            attempts=message.read_ct,
+            attempts=message.attempt,
             enqueued_at=message.enqueued_at,
             started_at=started_at,
+            read_ct=message.read_ct,
+            failures=message.failures,
             tenant_id=subject.tenant_id if subject else None,
             match_id=subject.match_id if subject else None,
         )
@@ -234,6 +262,7 @@ class Consumer:
     async def _run_group(self, key: Hashable, group: list[tuple[Message, Any]]) -> None:
         started_at, started = _utcnow(), time.perf_counter()
         runs = [self._run_record(message, payload, started_at) for message, payload in group]
+        self._runs.update((run.msg_id, run) for run in runs)
         self._settler.started(runs)
         try:
             tags = await self._handler.run([payload for _, payload in group])
@@ -267,14 +296,15 @@ class Consumer:
             run.status, run.finished_at, run.duration_ms = "succeeded", finished_at, elapsed * 1000
 
     def _failed(self, message: Message, run: JobRun, error: str, delay: float | None) -> None:
-        if message.read_ct >= self._settings.max_attempts:
+        run.failures = message.failures + 1
+        if run.failures >= self._settings.max_attempts:
             limit = self._settings.max_attempts
-            reason = f"attempts exhausted ({message.read_ct}/{limit}): {error}"
+            reason = f"attempts exhausted ({run.failures}/{limit}): {error}"
             self._dead(message, run, reason, "attempts_exhausted")
             return
         if delay is None:
             delay = backoff_seconds(
-                message.read_ct, self._settings.retry_base_seconds, self._settings.retry_max_seconds
+                run.failures, self._settings.retry_base_seconds, self._settings.retry_max_seconds
             )
         run.status, run.error = "retrying", error
         self._settler.retry(run, delay)
@@ -300,6 +330,7 @@ class Consumer:
         self._running.discard(key)
         for message, _ in group:
             self._in_flight.pop(message.msg_id, None)
+            self._runs.pop(message.msg_id, None)
         if not self._stopping:
             self._dispatch()
         self._show_in_flight()
@@ -328,17 +359,61 @@ class Consumer:
     # -- keeping messages invisible while they run ------------------------------
 
     async def _renew_forever(self) -> None:
+        """Keep what this process holds invisible, on a connection of its own.
+
+        The job pool may be busy (a verify, long replays): a renewal that
+        waited behind it would let timeouts lapse and hand running messages to
+        other workers. A renewal that runs late says so; a message another
+        worker took meanwhile is forgotten here.
+        """
         timeout = self._settings.visibility_timeout_seconds
         interval = max(0.5, timeout / 3)
-        while True:
-            await asyncio.sleep(interval)
-            if not self._in_flight:
-                continue
-            try:
-                async with self._settler.lock:
-                    await self.queue.extend_visibility(list(self._in_flight), timeout)
-            except DATABASE_ERRORS as exc:
-                log.warning("visibility renewal failed", extra={"error": _short(exc)})
+        connection: database.RawConnection | None = None
+        last_renewed = time.monotonic()
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                if not self._in_flight:
+                    last_renewed = time.monotonic()
+                    continue
+                late = time.monotonic() - last_renewed
+                if late > 2 * timeout / 3:
+                    log.warning("visibility renewal is late", extra={"late_s": round(late, 2)})
+                try:
+                    if connection is None or connection.is_closed():
+                        connection = await database.connect(self._dsn, self._settings)
+                    async with self._settler.lock:
+                        held = list(self._in_flight.values())
+                        owned = await self.queue.extend_visibility(connection, held, timeout)
+                except DATABASE_ERRORS as exc:
+                    log.warning("visibility renewal failed", extra={"error": _short(exc)})
+                    continue
+                last_renewed = time.monotonic()
+                self._forget_lost([m for m in held if m.msg_id not in owned])
+        finally:
+            if connection is not None and not connection.is_closed():
+                await connection.close(timeout=2)
+
+    def _forget_lost(self, lost: list[Message]) -> None:
+        """Messages read again by another worker: not ours to run or settle any more."""
+        for message in lost:
+            if self._in_flight.get(message.msg_id) is not message:
+                continue  # re-read by this process meanwhile: that read is ours
+            del self._in_flight[message.msg_id]
+            self._lost.inc()
+            log.warning(
+                "message lost: another worker read it after its visibility timeout lapsed",
+                extra={"msg_id": message.msg_id},
+            )
+            for key, group in list(self._waiting.items()):
+                kept = [(m, p) for m, p in group if m.msg_id != message.msg_id]
+                if len(kept) != len(group):
+                    self._waiting_count -= len(group) - len(kept)
+                    if kept:
+                        self._waiting[key] = kept
+                    else:
+                        del self._waiting[key]
+        self._show_in_flight()
 
 
 def _log_fields(run: JobRun, **more: object) -> dict[str, object]:

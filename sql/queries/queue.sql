@@ -1,13 +1,19 @@
 -- pgmq, through its own functions. $1 is always the queue name.
 
 -- name: read_messages
--- Claims up to $3 visible messages for $2 seconds (pgmq counts the read in read_ct).
-SELECT msg_id, read_ct, enqueued_at, vt, message
-FROM pgmq.read($1, $2::integer, $3::integer)
+-- Claims up to $3 visible messages for $2 seconds (pgmq counts the read in
+-- read_ct), with the failures recorded for each so far. The body comes as text:
+-- it is decoded per message by the worker, within limits, so one body nobody
+-- can decode never fails the read of the others.
+SELECT m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message::text AS body,
+       coalesce(r.failures, 0) AS failures
+FROM pgmq.read($1, $2::integer, $3::integer) AS m
+LEFT JOIN stats_worker.job_runs AS r ON r.queue_name = $1 AND r.msg_id = m.msg_id
 
 -- name: extend_visibility
--- Keeps messages still being worked on invisible for another $3 seconds.
-SELECT stats_worker.extend_visibility($1, $2::bigint[], $3::integer)
+-- Keeps messages still owned (same read_ct, $3) invisible for another $4
+-- seconds; returns those, so the worker forgets the ones it lost.
+SELECT stats_worker.extend_owned($1, $2::bigint[], $3::integer[], $4::integer)
 
 -- name: send_message
 SELECT stats_worker.send($1, $2::jsonb, $3::timestamptz)
@@ -18,22 +24,29 @@ SELECT length, visible, oldest_age_seconds, total_sent FROM stats_worker.queue_d
 -- name: settle_messages
 -- Everything the worker learnt about a batch of messages, in one statement and
 -- one transaction: acks, retries, dead letters, their job-run records and the
--- cache invalidation they owe. Volatile CTEs run only when referenced, hence
--- the final SELECT that counts them all.
-WITH runs AS (
+-- cache invalidation they owe. Only messages the worker still owns ($18: the
+-- read_ct of its read) are settled and recorded; the invalidation is owed
+-- whatever happened, since the statistics committed. Volatile CTEs run only
+-- when referenced, hence the final SELECT that counts them all.
+WITH owned AS MATERIALIZED (
+    SELECT unnest(stats_worker.lock_owned($1, $2::bigint[], $18::integer[])) AS msg_id
+),
+runs AS (
     INSERT INTO stats_worker.job_runs AS r (
-        queue_name, msg_id, status, attempts, tenant_id, match_id, enqueued_at,
+        queue_name, msg_id, status, attempts, failures, tenant_id, match_id, enqueued_at,
         started_at, finished_at, duration_ms, last_error, updated_at)
-    SELECT $1, u.msg_id, u.status, u.attempts, u.tenant_id, u.match_id, u.enqueued_at,
-           u.started_at, u.finished_at, u.duration_ms, u.last_error, now()
-    FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::bigint[],
-                $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
+    SELECT $1, u.msg_id, u.status, u.attempts, u.failures, u.tenant_id, u.match_id,
+           u.enqueued_at, u.started_at, u.finished_at, u.duration_ms, u.last_error, now()
+    FROM unnest($2::bigint[], $3::text[], $4::integer[], $19::integer[], $5::uuid[],
+                $6::bigint[], $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
                 $10::double precision[], $11::text[])
-        AS u(msg_id, status, attempts, tenant_id, match_id, enqueued_at,
+        AS u(msg_id, status, attempts, failures, tenant_id, match_id, enqueued_at,
              started_at, finished_at, duration_ms, last_error)
+    WHERE u.msg_id IN (SELECT msg_id FROM owned)
     ON CONFLICT (queue_name, msg_id) DO UPDATE SET
         status = excluded.status,
         attempts = excluded.attempts,
+        failures = excluded.failures,
         tenant_id = coalesce(excluded.tenant_id, r.tenant_id),
         match_id = coalesce(excluded.match_id, r.match_id),
         started_at = excluded.started_at,
@@ -44,13 +57,17 @@ WITH runs AS (
     RETURNING 1
 ),
 acked AS (
-    SELECT 1 FROM pgmq.delete($1, $12::bigint[])
+    SELECT 1 FROM pgmq.delete($1, ARRAY(
+        SELECT a FROM unnest($12::bigint[]) AS a WHERE a IN (SELECT msg_id FROM owned)))
 ),
 retried AS (
-    SELECT stats_worker.retry_after($1, $13::bigint[], $14::double precision[]) AS n
+    SELECT stats_worker.retry_after($1, array_agg(d.msg_id), array_agg(d.delay_s)) AS n
+    FROM unnest($13::bigint[], $14::double precision[]) AS d(msg_id, delay_s)
+    WHERE d.msg_id IN (SELECT msg_id FROM owned)
 ),
 dead AS (
-    SELECT 1 FROM pgmq.archive($1, $15::bigint[])
+    SELECT 1 FROM pgmq.archive($1, ARRAY(
+        SELECT a FROM unnest($15::bigint[]) AS a WHERE a IN (SELECT msg_id FROM owned)))
 ),
 invalidation AS (
     INSERT INTO stats_worker.callbacks (msg_ids, tags, next_attempt_at)
@@ -60,9 +77,10 @@ invalidation AS (
 )
 SELECT (SELECT count(*) FROM runs) AS runs,
        (SELECT count(*) FROM acked) AS acked,
-       (SELECT n FROM retried) AS retried,
+       (SELECT coalesce(n, 0) FROM retried) AS retried,
        (SELECT count(*) FROM dead) AS dead,
-       (SELECT id FROM invalidation) AS callback_id
+       (SELECT id FROM invalidation) AS callback_id,
+       ARRAY(SELECT msg_id FROM owned) AS owned
 
 -- name: notify_probe
 -- The listener's proof that it hears its channel: a NOTIFY it must receive back.
