@@ -264,20 +264,27 @@ class Consumer:
         runs = [self._run_record(message, payload, started_at) for message, payload in group]
         self._runs.update((run.msg_id, run) for run in runs)
         self._settler.started(runs)
+        alone = False
         try:
             tags = await self._handler.run([payload for _, payload in group])
         except asyncio.CancelledError:
             self._release(runs, "interrupted by shutdown")
             raise
-        except GiveUp as exc:
-            self._finish(runs, started)
-            for (message, _), run in zip(group, runs, strict=True):
-                self._dead(message, run, exc.reason, "gave_up")
         except Exception as exc:
             self._finish(runs, started)
-            delay = exc.delay_seconds if isinstance(exc, RetryLater) else None
-            for (message, _), run in zip(group, runs, strict=True):
-                self._failed(message, run, _short(exc), delay)
+            if len(group) > 1 and not self._stopping:
+                # One bad message must not take the others with it: each runs
+                # alone now, and only its own failure counts against it.
+                alone = True
+                log.warning(
+                    "a coalesced recompute failed; running its messages one by one",
+                    extra={"messages": len(group), "error": _short(exc)},
+                )
+            elif isinstance(exc, GiveUp):
+                for (message, _), run in zip(group, runs, strict=True):
+                    self._dead(message, run, exc.reason, "gave_up")
+            else:
+                self._failed_all(group, runs, exc)
         else:
             self._finish(runs, started)
             self._settler.succeeded(runs, tags)
@@ -286,7 +293,20 @@ class Consumer:
                 for run in runs:
                     log.info("message succeeded", extra=_log_fields(run, coalesced=len(runs)))
         finally:
-            self._done(key, group)
+            self._done(key, [] if alone else group)
+        if alone:
+            self._running.discard(key)
+            for message, payload in group:
+                self._waiting[("alone", message.msg_id)] = [(message, payload)]
+                self._waiting_count += 1
+            self._dispatch()
+
+    def _failed_all(
+        self, group: list[tuple[Message, Any]], runs: list[JobRun], exc: Exception
+    ) -> None:
+        delay = exc.delay_seconds if isinstance(exc, RetryLater) else None
+        for (message, _), run in zip(group, runs, strict=True):
+            self._failed(message, run, _short(exc), delay)
 
     def _finish(self, runs: list[JobRun], started: float) -> None:
         elapsed = time.perf_counter() - started

@@ -2,8 +2,35 @@
 -- migrations (sql/migrations/0004_stats_functions.sql).
 
 -- name: message_scope
-SELECT player_ids, season_ids, rating_from_at, rating_from_id
-FROM stats.message_scope($1::uuid, $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz)
+-- What messages of tenant $1 touch. Only what can be this tenant's goes in: a
+-- match of another tenant, or a player or season id that belongs to another
+-- tenant, is dropped here, so a forged message never reaches another tenant's
+-- rows or bookkeeping. known_matches are the matches this tenant has or had
+-- (in the source, or still in the statistics); none: the messages are a no-op.
+WITH known AS (
+    SELECT coalesce(array_agg(k.id ORDER BY k.id), '{}') AS ids
+    FROM unnest($2::bigint[]) AS k(id)
+    WHERE EXISTS (SELECT 1 FROM public.matches m WHERE m.id = k.id AND m.tenant_id = $1)
+       OR EXISTS (SELECT 1 FROM stats.applied_matches am
+                  WHERE am.match_id = k.id AND am.tenant_id = $1)
+       OR EXISTS (SELECT 1 FROM stats.match_reports r
+                  WHERE r.match_id = k.id AND r.tenant_id = $1)
+),
+own_players AS (
+    SELECT coalesce(array_agg(p.id), '{}') AS ids
+    FROM unnest($3::bigint[]) AS p(id)
+    WHERE NOT EXISTS (SELECT 1 FROM public.players o WHERE o.id = p.id AND o.tenant_id <> $1)
+),
+own_seasons AS (
+    SELECT coalesce(array_agg(s.id), '{}') AS ids
+    FROM unnest($4::bigint[]) AS s(id)
+    WHERE NOT EXISTS (SELECT 1 FROM public.seasons o WHERE o.id = s.id AND o.tenant_id <> $1)
+)
+SELECT known.ids AS known_matches, scope.player_ids, scope.season_ids,
+       scope.rating_from_at, scope.rating_from_id
+FROM known, own_players, own_seasons,
+     LATERAL stats.message_scope($1::uuid, known.ids, own_players.ids, own_seasons.ids,
+                                 $5::timestamptz) AS scope
 
 -- name: rebuild_scope
 SELECT match_ids, player_ids, season_ids, rating_from_at, rating_from_id

@@ -60,6 +60,8 @@ class TimedStatsHandler(StatsHandler):
     async def run(self, payloads: Sequence[StatsMessage]) -> Sequence[str]:
         started = time.perf_counter()
         scope = await self.scope(payloads)
+        if scope is None:
+            return []
         scoped = time.perf_counter()
         timings = await refresh_concurrently(self._timed_pool, scope)
         seconds = {"scope": scoped - started, **timings.seconds}

@@ -23,7 +23,7 @@ from worker.bench.samples import TableTimings
 from worker.database import Connection, Pool
 from worker.league import Match, complete_match
 from worker.queries import query
-from worker.stats.aggregations import TABLES, refresh_concurrently
+from worker.stats.aggregations import TABLES, Scope, refresh_concurrently
 from worker.stats.handler import StatsHandler
 from worker.stats.message import StatsMessage
 
@@ -113,7 +113,7 @@ async def _raw_runs(pool: Pool, scopes: StatsHandler, match: Match, raw: RawLate
     message = StatsMessage(tenant_id=match.tenant_id, match_id=match.id)
     await _take_back(pool, scopes, message)
     started = time.perf_counter()
-    scope = await scopes.scope([message])
+    scope = await _scope(scopes, message)
     scoped = time.perf_counter()
     timings = await refresh_concurrently(pool, scope)
     raw.concurrent.append(time.perf_counter() - started)
@@ -123,7 +123,7 @@ async def _raw_runs(pool: Pool, scopes: StatsHandler, match: Match, raw: RawLate
     async with pool.acquire() as connection:
         seconds: dict[str, float] = {}
         started = time.perf_counter()
-        scope = await scopes.scope([message])
+        scope = await _scope(scopes, message)
         seconds["scope"] = time.perf_counter() - started
         for table in TABLES:
             began = time.perf_counter()
@@ -131,6 +131,12 @@ async def _raw_runs(pool: Pool, scopes: StatsHandler, match: Match, raw: RawLate
             seconds[table] = time.perf_counter() - began
         raw.sequential.append(time.perf_counter() - started)
         raw.sequential_tables.add(seconds)
+
+
+async def _scope(scopes: StatsHandler, message: StatsMessage) -> Scope:
+    scope = await scopes.scope([message])
+    assert scope is not None, "the bench's matches all exist"
+    return scope
 
 
 async def _take_back(pool: Pool, scopes: StatsHandler, message: StatsMessage) -> None:
@@ -143,7 +149,7 @@ async def _take_back(pool: Pool, scopes: StatsHandler, message: StatsMessage) ->
         async with connection.transaction():
             await connection.execute(query("disable_enqueue_triggers"))
             await connection.execute(query("bench_uncount_match"), message.match_id)
-        await refresh_concurrently(pool, await scopes.scope([message]))
+        await refresh_concurrently(pool, await _scope(scopes, message))
         async with connection.transaction():
             await connection.execute(query("disable_enqueue_triggers"))
             await connection.execute(query("bench_recount_match"), message.match_id)

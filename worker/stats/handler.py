@@ -42,7 +42,8 @@ class StatsHandler:
         # scopes merge, and every table is recomputed once from the source.
         return payload.tenant_id
 
-    async def scope(self, messages: Sequence[StatsMessage]) -> Scope:
+    async def scope(self, messages: Sequence[StatsMessage]) -> Scope | None:
+        """What the messages touch; None when they name nothing this tenant has or had."""
         tenant = messages[0].tenant_id
         if any(m.tenant_id != tenant for m in messages):
             raise ValueError("a recompute covers one tenant")
@@ -57,9 +58,11 @@ class StatsHandler:
             min(sinces) if sinces else None,
         )
         assert row is not None
+        if not row["known_matches"]:
+            return None
         return Scope(
             tenant_id=tenant,
-            match_ids=match_ids,
+            match_ids=row["known_matches"],
             player_ids=row["player_ids"] or [],
             season_ids=row["season_ids"] or [],
             rating_from_at=row["rating_from_at"],
@@ -67,7 +70,10 @@ class StatsHandler:
         )
 
     async def run(self, payloads: Sequence[StatsMessage]) -> Sequence[str]:
-        timings = await refresh_concurrently(self._pool, await self.scope(payloads))
+        scope = await self.scope(payloads)
+        if scope is None:
+            return []  # an unknown tenant or match: nothing changed, nothing to invalidate
+        timings = await refresh_concurrently(self._pool, scope)
         if self._on_timings is not None:
             self._on_timings(timings)
         return cache_tags([p.tenant_id for p in payloads])
