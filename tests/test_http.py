@@ -129,10 +129,12 @@ async def test_health_is_503_while_the_database_is_unreachable_then_recovers(
                 body = response.json()
                 assert body["status"] == "unavailable"
                 assert body["database"] == "unreachable"
-                assert "database check failed" in body["reason"]
+                # Anyone may ask /health: no address, no server message.
+                assert body["reason"] == "database unreachable"
+                assert "127.0.0.1" not in response.text and "accepting" not in response.text
             response = await client.get("/queue", headers=AUTH)
             assert response.status_code == 503
-            assert "not currently accepting connections" in response.json()["error"]
+            assert response.json()["error"] == "database unreachable"
 
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             response = await client.get("/health")

@@ -14,7 +14,9 @@ import errno
 import hmac
 import json
 import logging
+import re
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -47,6 +49,16 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 GRACEFUL_SHUTDOWN_SECONDS = 3
 MAX_DELAY_SECONDS = 30 * 24 * 3600.0
 MAX_LIST_LIMIT = 1000
+MAX_REQUEST_BYTES = 65_536
+"""Largest request body the operator API reads (413 beyond it)."""
+REQUEST_BODY_SECONDS = 10.0
+"""A request body that takes longer than this to arrive is refused (408)."""
+MAX_CONNECTIONS = 100
+"""Concurrent HTTP connections; uvicorn answers 503 beyond it."""
+IDLE_CONNECTION_SECONDS = 5
+MAX_MSG_ID = 2**63 - 1
+AUTH_FAILURES_ALLOWED = 10
+AUTH_FAILURE_WINDOW_SECONDS = 60.0
 DATABASE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 """Failures of the database (or of reaching it): /health and the operator API answer 503."""
 
@@ -108,6 +120,14 @@ class EnqueueRequest(BaseModel):
     def _one_way_to_say_when(self) -> EnqueueRequest:
         if self.delay_seconds is not None and self.run_at is not None:
             raise ValueError("give delay_seconds or run_at, not both")
+        if self.run_at is not None:
+            ahead = (self.run_at - datetime.now(UTC)).total_seconds()
+            if ahead > MAX_DELAY_SECONDS:
+                raise ValueError(f"run_at is more than {MAX_DELAY_SECONDS / 86400:g} days ahead")
+            if self.run_at.year < 2000:
+                raise ValueError("run_at is before the year 2000")
+        if "\\u0000" in json.dumps(self.body):
+            raise ValueError("body holds \\u0000, which PostgreSQL cannot store in jsonb")
         return self
 
     def visible_at(self) -> datetime:
@@ -127,6 +147,7 @@ class _Endpoints:
         self.queue_name = worker.settings.queue_name
         self.snapshots = snapshots
         self.version = package_version()
+        self.guesses = FailedGuesses(AUTH_FAILURES_ALLOWED, AUTH_FAILURE_WINDOW_SECONDS)
 
     # -- open ------------------------------------------------------------------------
 
@@ -146,8 +167,10 @@ class _Endpoints:
         try:
             body["queue"] = _depth_json(await self._probe_database())
         except DATABASE_ERRORS as exc:
+            # Who asks may be anyone: the details (addresses, errors) go to the log.
+            log.warning("health check: database unreachable", extra={"error": _describe(exc)})
             body.update(status="unavailable", database="unreachable")
-            body["reason"] = f"database check failed: {_describe(exc)}"
+            body["reason"] = "database unreachable"
             return _JSON(body, 503)
         if not status.stopping and poll_age > self.settings.stall_after_seconds:
             body["status"] = "stalled"
@@ -176,17 +199,26 @@ class _Endpoints:
     # -- operator API ------------------------------------------------------------------
 
     def operator(self, endpoint: Endpoint) -> Endpoint:
-        """``endpoint`` behind the bearer token (compared in constant time)."""
+        """``endpoint`` behind the bearer token (compared in constant time).
+
+        A client that keeps guessing is refused for a while (429), counted
+        in ``stats_worker_auth_failures_total``.
+        """
 
         async def guarded(request: Request) -> Response:
             token = self.settings.admin_token
             expected = token.get_secret_value().encode() if token is not None else b""
             if not expected:
                 return _error(403, "operator API disabled: set ADMIN_TOKEN")
+            client = request.client.host if request.client else "unknown"
+            if self.guesses.blocked(client):
+                return _error(429, "too many failed token attempts", {"Retry-After": "60"})
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), expected
             ):
+                self.guesses.failed(client)
+                metrics.auth_failures_total.inc()
                 return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
             return await endpoint(request)
 
@@ -199,20 +231,23 @@ class _Endpoints:
                 400, f"unknown status {status!r}; one of {', '.join(jobs.JOB_STATUSES)}"
             )
         limit_text = request.query_params.get("limit", "50")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
+        if (
+            not re.fullmatch(r"[0-9]{1,4}", limit_text)
+            or not 1 <= int(limit_text) <= MAX_LIST_LIMIT
+        ):
             raise HTTPException(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
         found = await jobs.list_jobs(self.pool, self.queue_name, status, int(limit_text))
         return _JSON({"jobs": [job.as_json() for job in found]})
 
     async def get_job(self, request: Request) -> Response:
-        msg_id: int = request.path_params["msg_id"]
+        msg_id = _msg_id(request)
         job = await jobs.get_job(self.pool, self.queue_name, msg_id)
         if job is None:
             raise HTTPException(404, f"no message {msg_id} in queue {self.queue_name}")
         return _JSON(job.as_json())
 
     async def retry(self, request: Request) -> Response:
-        msg_id: int = request.path_params["msg_id"]
+        msg_id = _msg_id(request)
         new_id = await jobs.retry_dead(self.pool, self.queue_name, msg_id)
         if new_id is not None:
             return _JSON({"msg_id": new_id, "retry_of": msg_id})
@@ -227,8 +262,9 @@ class _Endpoints:
         return _JSON({"queue": self.queue_name, **summary})
 
     async def enqueue(self, request: Request) -> Response:
+        raw = await _bounded_body(request)
         try:
-            wanted = EnqueueRequest.model_validate_json(await request.body())
+            wanted = EnqueueRequest.model_validate_json(raw)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
@@ -240,14 +276,72 @@ class _Endpoints:
         return _JSON({"msg_id": msg_id, "queue": self.queue_name, "visible_at": visible_at}, 201)
 
 
+def _msg_id(request: Request) -> int:
+    msg_id: int = request.path_params["msg_id"]
+    if msg_id > MAX_MSG_ID:
+        raise HTTPException(404, f"no message {msg_id}: message ids end at {MAX_MSG_ID}")
+    return msg_id
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The request body, refused past MAX_REQUEST_BYTES (413) or REQUEST_BODY_SECONDS (408)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise HTTPException(413, f"request body over {MAX_REQUEST_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(REQUEST_BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_REQUEST_BYTES:
+                    raise HTTPException(413, f"request body over {MAX_REQUEST_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(
+            408, f"request body not sent within {REQUEST_BODY_SECONDS:g} s"
+        ) from None
+    return b"".join(chunks)
+
+
+class FailedGuesses:
+    """Failed token attempts per client over a sliding window."""
+
+    def __init__(self, allowed: int, window_seconds: float) -> None:
+        self._allowed = allowed
+        self._window = window_seconds
+        self._seen: dict[str, list[float]] = {}
+
+    def _recent(self, client: str) -> list[float]:
+        cutoff = time.monotonic() - self._window
+        recent = [t for t in self._seen.get(client, []) if t > cutoff]
+        if recent:
+            self._seen[client] = recent
+        else:
+            self._seen.pop(client, None)
+        return recent
+
+    def blocked(self, client: str) -> bool:
+        return len(self._recent(client)) >= self._allowed
+
+    def failed(self, client: str) -> None:
+        if len(self._seen) > 10_000:  # bounded whatever the number of clients
+            self._seen.clear()
+        self._recent(client)
+        self._seen.setdefault(client, []).append(time.monotonic())
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return _error(exc.status_code, exc.detail, dict(exc.headers or {}))
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
+    """503 when the database is unreachable; a value it refuses is the caller's (400)."""
     log.warning("operator request failed", extra={"path": request.url.path, "error": repr(exc)})
-    return _error(503, f"database error: {_describe(exc)}")
+    if isinstance(exc, asyncpg.DataError):
+        return _error(400, f"the database refused a value: {str(exc).splitlines()[0][:200]}")
+    return _error(503, "database unreachable")
 
 
 def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starlette:
@@ -349,6 +443,9 @@ async def serve(
         proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_keep_alive=IDLE_CONNECTION_SECONDS,
+        h11_max_incomplete_event_size=16_384,
     )
     server = _EmbeddedServer(config, started)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="http")

@@ -86,6 +86,11 @@ callback_failures_total = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+auth_failures_total = Counter(
+    "stats_worker_auth_failures",
+    "Operator API requests refused for a missing or wrong bearer token.",
+    registry=REGISTRY,
+)
 alerts_total = Counter(
     "stats_worker_alerts",
     "Dead-letter alerts, by result (sent, suppressed, failed).",
