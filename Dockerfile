@@ -15,6 +15,8 @@ RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when the lock file changes.
+# --no-dev and no --extra: the embedded PostgreSQL (the "embedded" extra, which the dev
+# group pulls in) stays out of the image, which always runs with a DATABASE_URL.
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 

