@@ -125,7 +125,15 @@ async def tcp_proxy(port: int, upstream: Callable[[], Awaitable[Streams]]) -> As
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("MAX_ATTEMPTS", "many"), ("CONCURRENCY", "0"), ("QUEUE_NAME", "Bad-Name"), ("PORT", "70000")],
+    [
+        ("MAX_ATTEMPTS", "many"),
+        ("CONCURRENCY", "0"),
+        ("QUEUE_NAME", "Bad-Name"),
+        ("QUEUE_NAME", "stats_updates\n"),
+        ("PORT", "70000"),
+        ("LOG_LEVEL", "bogus"),
+        ("STATS_READ_ROLES", "app; drop table x"),
+    ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line_naming_it(variable, value):
     result = cli(None, "migrate", **{variable: value})

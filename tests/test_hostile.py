@@ -152,3 +152,47 @@ async def _all_settled(conn: asyncpg.Connection, ids: list[int]) -> bool:
         ids,
     )
     return bool(done == len(ids))
+
+
+async def test_a_flooding_cache_endpoint_is_read_only_a_little(database_url, conn, pool):
+    """It answers 500 with a body of 300 MB: the worker reads a few KB and hangs up."""
+    sent = 0
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: 300000000\r\n\r\n")
+        chunk = b"x" * 65536
+        try:
+            while sent < 300_000_000:
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = worker_settings(
+            database_url,
+            cache_invalidation_url=f"http://127.0.0.1:{port}/hook",
+            callback_max_attempts=1,
+        )
+        await prepare_engine_table(database_url)
+        async with running_worker(settings):
+            await send(pool, QUEUE, {"job": "one"})
+            await wait_for(lambda: _has_failed_callback(conn), timeout=20)
+    finally:
+        server.close()
+    error = await conn.fetchval("SELECT last_error FROM stats_worker.callbacks")
+    assert error.startswith("HTTP 500: xxx") and len(error) < 300
+    assert sent < 20_000_000, f"the worker read {sent} bytes of the answer"
+
+
+async def _has_failed_callback(conn: asyncpg.Connection) -> bool:
+    return bool(
+        await conn.fetchval("SELECT count(*) FROM stats_worker.callbacks WHERE status = 'failed'")
+    )

@@ -17,6 +17,7 @@ from uuid import UUID
 import httpx
 
 from worker import metrics
+from worker.callback import post_bounded
 from worker.outcomes import JobRun
 from worker.settings import Settings
 
@@ -97,10 +98,11 @@ class DeadLetterAlerter:
         fields = _log_fields(pending)
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._client.post(
-                    url, json={"text": alert_text(pending)}, timeout=self._timeout
+                response = await post_bounded(
+                    self._client, url, json={"text": alert_text(pending)}, timeout=self._timeout
                 )
-            response.raise_for_status()
+            if response.status_code >= 300:
+                raise WebhookRefused(response.status_code)
         # An alert is a courtesy: whatever goes wrong posting it must not stop the worker.
         except Exception as exc:
             metrics.alerts_total.labels(result="failed").inc()
@@ -146,10 +148,16 @@ def _log_fields(pending: _Pending) -> dict[str, object]:
     }
 
 
+class WebhookRefused(Exception):
+    def __init__(self, status_code: int) -> None:
+        super().__init__(f"HTTP {status_code}")
+        self.status_code = status_code
+
+
 def _describe(exc: BaseException, url: str) -> str:
     """The error without the webhook URL, whose path is the webhook's secret."""
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, WebhookRefused):
+        return f"HTTP {exc.status_code}"
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     text = f"{type(exc).__name__}: {exc}".replace(url, "<webhook>")

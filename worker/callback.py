@@ -54,6 +54,40 @@ def http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+MAX_RESPONSE_BYTES = 4096
+"""Most of an answer's body the worker reads: enough for an error message, never a flood."""
+
+
+@dataclass(frozen=True)
+class BoundedResponse:
+    """An answer with at most MAX_RESPONSE_BYTES of its body read."""
+
+    status_code: int
+    headers: httpx.Headers
+    url: httpx.URL
+    text: str
+
+
+async def post_bounded(client: httpx.AsyncClient, url: str, **options: object) -> BoundedResponse:
+    """POST and read at most MAX_RESPONSE_BYTES of the answer, then drop the connection.
+
+    A misbehaving endpoint may answer with hundreds of megabytes; httpx would
+    read them all into memory for ``response.text``.
+    """
+    async with client.stream("POST", url, **options) as response:  # type: ignore[arg-type]
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk[: MAX_RESPONSE_BYTES - len(body)]
+            if len(body) >= MAX_RESPONSE_BYTES:
+                break
+        return BoundedResponse(
+            response.status_code,
+            response.headers,
+            response.url,
+            body.decode(response.encoding or "utf-8", errors="replace"),
+        )
+
+
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
     """A ``Retry-After`` header (seconds or HTTP-date) as seconds from now, or None."""
     if value is None or not value.strip():
@@ -203,8 +237,12 @@ class CacheInvalidator:
         try:
             # httpx times each phase; this bounds the whole exchange.
             async with asyncio.timeout(self._timeout):
-                response = await self._client.post(
-                    url, json={"tags": tags}, headers=self._headers, timeout=self._timeout
+                response = await post_bounded(
+                    self._client,
+                    url,
+                    json={"tags": tags},
+                    headers=self._headers,
+                    timeout=self._timeout,
                 )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return _Attempt("error", error=self._scrub(_short(exc)), retry=False)
@@ -214,7 +252,7 @@ class CacheInvalidator:
             return _Attempt("error", error=self._scrub(_short(exc)))
         return self._judge(response)
 
-    def _judge(self, response: httpx.Response) -> _Attempt:
+    def _judge(self, response: BoundedResponse) -> _Attempt:
         status = response.status_code
         if 200 <= status < 300:
             return _Attempt("2xx", status)
@@ -228,7 +266,7 @@ class CacheInvalidator:
             return _Attempt(status_class, status, error, retry_after=retry_after_seconds(header))
         return _Attempt(status_class, status, error, retry=False)
 
-    def _redirected(self, response: httpx.Response) -> _Attempt:
+    def _redirected(self, response: BoundedResponse) -> _Attempt:
         # The client follows no redirect: the bearer secret must not travel to
         # wherever a Location points, and a 301/302 would turn the POST into a
         # GET that revalidates nothing. Asking again gets the same answer, so
@@ -248,7 +286,7 @@ class CacheInvalidator:
             ),
         )
 
-    def _location(self, response: httpx.Response) -> str | None:
+    def _location(self, response: BoundedResponse) -> str | None:
         """The redirect's target: absolute, scrubbed, printable, at most LOCATION_MAX_CHARS."""
         value = response.headers.get("location", "").strip()
         if not value:

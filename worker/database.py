@@ -137,7 +137,7 @@ def embedded_server(data_dir: Path, *, wanted_by: str = "EMBEDDED=true") -> Iter
 
 
 @contextlib.contextmanager
-def database_dsn(settings: Settings, *, allow_embedded: bool = True) -> Iterator[str]:
+def database_dsn(settings: Settings, *, allow_embedded: bool) -> Iterator[str]:
     """``DATABASE_URL`` when set, otherwise an embedded server for the block's life.
 
     With ``allow_embedded=False`` (every command but demo and bench) the embedded

@@ -50,7 +50,7 @@ class DemoOptions:
 
 
 async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> int:
-    with database.database_dsn(settings) as server_dsn:
+    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
         dsn = await database.recreate_database(server_dsn, options.database)
         league = generate_league(
             seed=options.seed,

@@ -16,7 +16,7 @@ JOB_STATUSES = ("queued", "running", "succeeded", "retrying", "dead")
 
 def queue_query(name: str, queue_name: str) -> str:
     """A named query with the queue's pgmq tables filled in (name validated first)."""
-    if not QUEUE_NAME_PATTERN.match(queue_name):
+    if not QUEUE_NAME_PATTERN.fullmatch(queue_name):
         raise ValueError(f"invalid queue name {queue_name!r}")
     return query(name).format(queue_table=f'"q_{queue_name}"', archive_table=f'"a_{queue_name}"')
 

@@ -14,7 +14,9 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-QUEUE_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,46}$")
+QUEUE_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,46}")
+"""Matched whole (``fullmatch``): a trailing newline is not part of a name."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 ROLE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
 
@@ -92,7 +94,7 @@ class Settings(BaseSettings):
     @field_validator("queue_name")
     @classmethod
     def _queue_name_is_an_identifier(cls, value: str) -> str:
-        if not QUEUE_NAME_PATTERN.match(value):
+        if not QUEUE_NAME_PATTERN.fullmatch(value):
             raise ValueError("must be lowercase letters, digits and _ (at most 47 characters)")
         return value
 
@@ -112,6 +114,13 @@ class Settings(BaseSettings):
         """Where LISTEN and migrate connect: ``direct_database_url``, else ``dsn``."""
         direct = self.direct_database_url
         return direct.get_secret_value() if direct is not None else dsn
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
 
     @field_validator("log_format")
     @classmethod

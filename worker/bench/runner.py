@@ -51,7 +51,7 @@ async def run_bench(
     started = time.perf_counter()
     server = "DATABASE_URL" if settings.database_url is not None else "embedded"
     results = Results(options, settings, server)
-    with database.database_dsn(settings) as server_dsn:
+    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
         dsn = await database.recreate_database(server_dsn, options.database)
         with _progress(console) as progress:
             stages = _Stages(progress)
