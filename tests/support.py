@@ -81,6 +81,8 @@ class EngineJob(BaseModel):
     fail_times: int = 0
     """Fail this many runs before succeeding."""
     group: str | None = None
+    block: float = 0.0
+    """Block the whole event loop this long (a stuck process, for the watchdog)."""
 
 
 class EngineHandler:
@@ -110,6 +112,7 @@ class EngineHandler:
                 len(payloads),
             )
             await asyncio.sleep(job.sleep)
+            time.sleep(job.block)  # noqa: ASYNC251 - blocking is the point
             previous = await self.pool.fetchval(
                 "SELECT count(*) FROM engine_runs WHERE job = $1 AND id < $2", job.job, run_id
             )

@@ -27,6 +27,7 @@ from worker.outcomes import Settler
 from worker.refresher import QueueSnapshots, refresh_gauges
 from worker.settings import Settings
 from worker.status import WorkerStatus
+from worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,16 @@ def _signals_stop(worker: Worker, *, enabled: bool) -> Any:
 
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
+    settings = worker.settings
+    watchdog = Watchdog(
+        worker.status,
+        stall_seconds=settings.watchdog_seconds,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+    watchdog.watch_signals(signals)
     try:
-        yield
+        with watchdog:
+            yield
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)

@@ -171,6 +171,7 @@ class Consumer:
 
     def _mark_poll(self) -> None:
         now = time.time()
+        self._status.made_progress()
         self._status.last_poll_at = now
         self._poll_gauge.set(now)
 
@@ -347,6 +348,7 @@ class Consumer:
             self._settler.retry(run, 0.0)
 
     def _done(self, key: Hashable, group: list[tuple[Message, Any]]) -> None:
+        self._status.made_progress()
         self._running.discard(key)
         for message, _ in group:
             self._in_flight.pop(message.msg_id, None)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0
     coalesce: bool = True
     """Merge messages of one tenant read together into one recompute."""
+    watchdog_seconds: Annotated[float, Field(ge=0)] = 600.0
+    """`run` exits non-zero (the platform restarts it) after this long without
+    progress; 0 turns the watchdog off."""
     stall_after_seconds: PositiveFloat = 60.0
     """/health reports 503 when the consumer has not polled for this long."""
     migrate_on_start: bool = True
