@@ -100,23 +100,22 @@ def test_railway_gates_on_health_and_drains_longer_than_the_grace():
     deploy = config["deploy"]
     assert deploy["healthcheckPath"] == "/health"
     assert isinstance(deploy["healthcheckTimeout"], int) and deploy["healthcheckTimeout"] > 0
-    assert deploy["restartPolicyType"] == "ON_FAILURE"
-    assert isinstance(deploy["restartPolicyMaxRetries"], int)
+    assert deploy["restartPolicyType"] == "ALWAYS"  # the watchdog's exit is restarted
     # Railway rejects a string here; it must be a number.
     assert isinstance(deploy["drainingSeconds"], int)
     assert deploy["drainingSeconds"] > GRACE_SECONDS + 5
 
 
-def test_fly_keeps_one_machine_up_and_waits_for_the_drain():
+def test_fly_keeps_the_worker_private_checked_and_restarted():
     config = tomllib.loads((ROOT / "fly.toml").read_text())
     assert config["kill_signal"] == "SIGTERM"
     assert _seconds(config["kill_timeout"]) > GRACE_SECONDS + 5
     assert (ROOT / config["build"]["dockerfile"]).is_file()
-    service = config["http_service"]
-    assert service["internal_port"] == DEFAULT_PORT
-    assert service["auto_stop_machines"] in {"off", False}
-    assert service["min_machines_running"] >= 1
-    assert [check["path"] for check in service["checks"]] == ["/health"]
+    # Nothing public: no http_service or services section.
+    assert "http_service" not in config and "services" not in config
+    assert config["checks"]["health"]["path"] == "/health"
+    assert config["checks"]["health"]["port"] == DEFAULT_PORT
+    assert config["restart"] == [{"policy": "always"}]
     assert config["metrics"] == {"port": DEFAULT_PORT, "path": "/metrics"}
 
 
