@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests import reference
-from tests.support import dsn_for_database, run_cli
+from tests.support import dsn_for_database, run_cli, running_worker, worker_settings
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.migrate import pgmq_sql_path
 from worker.queries import migrations
@@ -188,3 +188,30 @@ async def test_pgmq_of_a_superuser_names_the_grant_then_works_once_granted(serve
             await reference.assert_stats_match_reference(conn)
         finally:
             await conn.close()
+
+
+async def test_the_worker_reads_committed_whatever_the_database_default(database_url, conn):
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.execute(
+        f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+    )
+    plain = await asyncpg.connect(database_url)
+    try:
+        assert await plain.fetchval("SHOW transaction_isolation") == "repeatable read"
+    finally:
+        await plain.close()
+    async with running_worker(worker_settings(database_url)) as worker:
+        assert await worker.pool.fetchval("SHOW transaction_isolation") == "read committed"
+
+
+async def test_behind_a_pooler_a_repeatable_read_default_stops_start_up(
+    database_url, conn, pgbouncer
+):
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.execute(
+        f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+    )
+    result = run_cli(pgbouncer.url(database_url), "run", "--until-empty", PORT="0")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ALTER ROLE" in last and "default_transaction_isolation = 'read committed'" in last

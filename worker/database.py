@@ -201,19 +201,46 @@ async def behind_transaction_pooler(dsn: str) -> bool:
     return len(seen[0]) > 1 or len(seen[1]) > 1 or bool(seen[0] & seen[1])
 
 
-async def statement_cache_size(dsn: str, settings: Settings) -> int:
-    """The prepared-statement cache for ``dsn``: off behind a transaction pooler."""
+async def pool_options(dsn: str, settings: Settings) -> dict[str, Any]:
+    """Connection options for the pool on ``dsn``, set for what the worker relies on.
+
+    READ COMMITTED: the statistics' functions expect each statement to see what
+    committed before it, and a database whose default is REPEATABLE READ would
+    turn concurrent recomputes into serialization failures. Direct connections
+    set it at start-up; a transaction pooler forwards no such start-up setting,
+    so there the database's own default must already be it. Prepared
+    statements are off behind a transaction pooler.
+    """
     configured = settings.database_statement_cache_size
     if not await behind_transaction_pooler(dsn):
-        return DEFAULT_STATEMENT_CACHE_SIZE if configured is None else configured
+        options = connect_kwargs(DEFAULT_STATEMENT_CACHE_SIZE if configured is None else configured)
+        options["server_settings"]["default_transaction_isolation"] = "read committed"
+        return options
     if configured:
         raise PoolerMisconfigured(
             "DATABASE_URL goes through a transaction pooler (PgBouncer or Supavisor in "
             "transaction mode), which cannot keep prepared statements: set "
             "DATABASE_STATEMENT_CACHE_SIZE=0 or leave it unset"
         )
+    await _require_read_committed(dsn)
     log.info("transaction pooler detected: prepared statement cache off")
-    return 0
+    return connect_kwargs(0)
+
+
+async def _require_read_committed(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn, **connect_kwargs(0))
+    try:
+        level, role = await connection.fetchrow(
+            "SELECT current_setting('default_transaction_isolation'), current_user"
+        ) or ("", "")
+    finally:
+        await connection.close()
+    if level != "read committed":
+        raise PoolerMisconfigured(
+            f"the database's default_transaction_isolation is {level!r}, and through a "
+            "transaction pooler the worker cannot set its own: run "
+            f"ALTER ROLE {role} SET default_transaction_isolation = 'read committed'"
+        )
 
 
 async def connect(dsn: str, settings: Settings) -> RawConnection:
@@ -229,7 +256,7 @@ async def create_pool(dsn: str, settings: Settings) -> Pool:
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         init=init_connection,
-        **connect_kwargs(await statement_cache_size(dsn, settings)),
+        **await pool_options(dsn, settings),
     )
     return pool
 
