@@ -215,3 +215,27 @@ async def test_behind_a_pooler_a_repeatable_read_default_stops_start_up(
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert "ALTER ROLE" in last and "default_transaction_isolation = 'read committed'" in last
+
+
+async def test_a_commit_under_replica_role_leaves_no_message_unsent(database_url, conn):
+    league = generate_league(seed=4, tenants=1, players=8, matches=3, side_min=3, side_max=4)
+    await write_clubs(conn, league)
+    matches = list(league.matches())
+    await write_scheduled(conn, matches)
+    # A subscriber of logical replication: the app's triggers are made to fire
+    # for replicated changes too, but the commit-time send is not.
+    for table in ("matches", "match_players"):
+        for trigger in ("stats_enqueue_inserted", "stats_enqueue_updated"):
+            await conn.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger}")
+    async with conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        for match in matches:
+            await complete_match(conn, match)
+    assert await conn.fetchval("SELECT count(*) FROM pgmq.q_stats_updates") == 0
+    assert await conn.fetchval("SELECT count(*) FROM stats.pending_messages") == len(matches)
+
+    result = run_cli(database_url, "run", "--until-empty", PORT="0")
+    assert result.returncode == 0, result.stderr
+    assert "left unsent" in result.stderr
+    assert await conn.fetchval("SELECT count(*) FROM stats.pending_messages") == 0
+    await reference.assert_stats_match_reference(conn)

@@ -24,6 +24,7 @@ from worker.handlers import HandlerRegistry
 from worker.http import create_app, serve
 from worker.migrate import MigrationReport, migrate
 from worker.outcomes import Settler
+from worker.queries import query
 from worker.refresher import QueueSnapshots, refresh_gauges
 from worker.settings import Settings
 from worker.status import WorkerStatus
@@ -57,6 +58,25 @@ class Worker:
         self.status.stopping = True
         for consumer in self.consumers:
             consumer.stop()
+
+
+LEFTOVER_SWEEP_SECONDS = 30.0
+
+
+async def sweep_leftover_messages(pool: Pool) -> None:
+    """Send trigger messages that no commit sent (see 0010_leftover_messages.sql)."""
+    while True:
+        try:
+            sent = await pool.fetchval(query("send_leftover_messages"))
+            if sent:
+                log.warning(
+                    "sent trigger messages a commit had left unsent "
+                    "(session_replication_role = replica?)",
+                    extra={"messages": sent},
+                )
+        except database.DATABASE_ERRORS as exc:
+            log.warning("leftover message sweep failed", extra={"error": repr(exc)})
+        await asyncio.sleep(LEFTOVER_SWEEP_SECONDS)
 
 
 async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -141,6 +161,7 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
         lifetime = {
             "invalidator": worker.invalidator.run(),
             "alerter": worker.alerter.run(),
+            "leftovers": sweep_leftover_messages(worker.pool),
             "metrics": refresh_gauges(worker, snapshots),
             "http": serve(create_app(worker, snapshots), worker.settings, worker.set_http_port),
         }

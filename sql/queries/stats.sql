@@ -109,3 +109,7 @@ DELETE FROM stats_worker.backfill WHERE tenant_id = $1
 INSERT INTO stats_worker.callbacks (msg_ids, tags, next_attempt_at)
 VALUES ('{}', $1::text[], now())
 RETURNING id
+
+-- name: send_leftover_messages
+-- Trigger messages no commit sent (session_replication_role = replica): sent now.
+SELECT stats.send_leftover_messages()
