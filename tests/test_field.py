@@ -6,6 +6,7 @@ only the rights the README lists, the app's role completing matches.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -239,3 +240,38 @@ async def test_a_commit_under_replica_role_leaves_no_message_unsent(database_url
     assert "left unsent" in result.stderr
     assert await conn.fetchval("SELECT count(*) FROM stats.pending_messages") == 0
     await reference.assert_stats_match_reference(conn)
+
+
+async def test_an_early_enqueue_and_a_completion_of_the_same_match_both_commit(database_url, conn):
+    league = generate_league(seed=6, tenants=1, players=8, matches=2, side_min=3, side_max=4)
+    await write_clubs(conn, league)
+    first, second = list(league.matches())
+    await write_scheduled(conn, [first, second])
+    # A database an older worker migrated had pgmq's per-message notify on.
+    await conn.execute("SELECT pgmq.enable_notify_insert('stats_updates', 0)")
+    migrated = run_cli(database_url, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert not await conn.fetchval(
+        "SELECT count(*) FROM pgmq.notify_insert_throttle WHERE queue_name = 'stats_updates'"
+    )
+
+    early = await asyncpg.connect(database_url)
+    completing = await asyncpg.connect(database_url)
+    try:
+        early_tx, completing_tx = early.transaction(), completing.transaction()
+        await early_tx.start()
+        await early.fetchval("SELECT stats.enqueue_match($1, $2)", first.tenant_id, second.id)
+        await completing_tx.start()
+        await complete_match(completing, first)  # its send happens at commit
+        # The early transaction now touches the match the other one holds.
+        touching = asyncio.create_task(
+            early.execute("UPDATE matches SET played_at = played_at WHERE id = $1", first.id)
+        )
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(completing_tx.commit(), timeout=10)
+        await asyncio.wait_for(touching, timeout=10)
+        await early_tx.commit()
+    finally:
+        await early.close()
+        await completing.close()
+    assert await conn.fetchval("SELECT count(*) FROM pgmq.q_stats_updates") == 2
