@@ -103,6 +103,9 @@ class EngineHandler:
     def group_key(self, payload: EngineJob) -> Hashable | None:
         return payload.group
 
+    def owed_tags(self, payloads: Sequence[EngineJob]) -> Sequence[str]:
+        return [f"job:{p.job}" for p in payloads]
+
     async def run(self, payloads: Sequence[EngineJob]) -> Sequence[str]:
         for job in payloads:
             run_id = await self.pool.fetchval(

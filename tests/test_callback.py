@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from tests.receiver import Receiver, receiving
-from tests.support import running_worker, wait_for, worker_settings
+from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
 from worker.app import default_handlers
 from worker.callback import CacheInvalidator, http_client, retry_after_seconds
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
@@ -369,3 +369,15 @@ async def test_without_a_url_invalidations_are_dropped_with_one_warning(
         await wait_for(lambda: gone(conn, orphan))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["CACHE_INVALIDATION_URL is not set: cache invalidation is off"]
+
+
+async def test_a_run_that_fails_still_invalidates_what_it_may_have_committed(
+    database_url, pool, receiver
+):
+    """Each statistic commits on its own: a recompute that fails halfway changed some."""
+    await prepare_engine_table(database_url)
+    settings = callback_settings(database_url, receiver, max_attempts=1)
+    async with running_worker(settings):
+        await send(pool, QUEUE, {"job": "half-done", "fail_times": 9})
+        [request] = await receiver.wait_for_requests(1, timeout=10)
+    assert request.body == {"tags": ["job:half-done"]}

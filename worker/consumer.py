@@ -273,6 +273,7 @@ class Consumer:
             raise
         except Exception as exc:
             self._finish(runs, started)
+            self._settler.owe(self._handler.owed_tags([payload for _, payload in group]))
             if len(group) > 1 and not self._stopping:
                 # One bad message must not take the others with it: each runs
                 # alone now, and only its own failure counts against it.

@@ -39,6 +39,10 @@ class Handler(Protocol, Generic[P]):
         """Do the work for a group; return the cache tags to invalidate after commit."""
         ...
 
+    def owed_tags(self, payloads: Sequence[P]) -> Sequence[str]:
+        """Tags to invalidate when ``run`` failed: part of its work may have committed."""
+        ...
+
 
 HandlerRegistry = Mapping[str, Handler[Any]]
 """Queue name → the handler for its messages."""

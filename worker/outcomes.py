@@ -125,6 +125,12 @@ class Settler:
         self._pending.tags.update(tags)
         self._kick()
 
+    def owe(self, tags: Sequence[str]) -> None:
+        """Tags owed whatever the outcome (a failed run may have committed part of its work)."""
+        if tags:
+            self._pending.tags.update(tags)
+            self._kick()
+
     def retry(self, run: JobRun, delay_seconds: float) -> None:
         self._starting.pop(run.msg_id, None)
         self._pending.runs[run.msg_id] = run

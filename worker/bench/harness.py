@@ -87,6 +87,9 @@ class NoopHandler:
     async def run(self, payloads: Sequence[Any]) -> Sequence[str]:
         return ()
 
+    def owed_tags(self, payloads: Sequence[Any]) -> Sequence[str]:
+        return ()
+
 
 @dataclass
 class StatsHandlers:

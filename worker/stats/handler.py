@@ -69,6 +69,10 @@ class StatsHandler:
             rating_from_id=row["rating_from_id"],
         )
 
+    def owed_tags(self, payloads: Sequence[StatsMessage]) -> Sequence[str]:
+        # Each table commits on its own: after a failure some may have changed.
+        return cache_tags([p.tenant_id for p in payloads])
+
     async def run(self, payloads: Sequence[StatsMessage]) -> Sequence[str]:
         scope = await self.scope(payloads)
         if scope is None:
