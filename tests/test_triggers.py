@@ -159,7 +159,13 @@ async def test_cancelling_moving_and_rescheduling_carry_the_old_state(conn: asyn
     assert await messages(conn) == [
         {**body, "season_ids": [1]},
         {**body, "since": "2024-06-01T18:30:00.000000Z"},
-        {**body, "season_ids": [2], "since": "2024-06-02T18:30:00.000000Z"},
+        # Stopping to count names the lineup: whoever leaves it later is covered.
+        {
+            **body,
+            "player_ids": list(TEN),
+            "season_ids": [2],
+            "since": "2024-06-02T18:30:00.000000Z",
+        },
     ]
 
 
