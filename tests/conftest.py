@@ -1,8 +1,17 @@
-"""A real PostgreSQL for every test.
+"""A real PostgreSQL for every test, under every pgmq flavour a test asks for.
 
 ``TEST_DATABASE_URL`` names a server to use (any database on it; the tests make
 their own). Without it, one embedded PostgreSQL starts for the session. A
-template database is migrated once; each test gets a fresh copy of it.
+template database is migrated once per flavour; each test gets a fresh copy of it.
+
+pgmq flavours (``tests/pgmq_versions.py``): every test whose fixtures reach
+``server_dsn`` is parametrized by ``pgmq_flavour``. Tests run under ``sql-1.13``
+(the usual server; ``migrate`` installs the SQL-only pgmq) unless their module sets
+``PGMQ_MATRIX = True`` or they carry ``@pytest.mark.pgmq_matrix``: then under every
+flavour, ids like ``test_x[ext-1.4.4]``. ``@pytest.mark.pgmq_matrix(extension_only=True)``
+keeps the ``ext-*`` ones. An ``ext-*`` flavour gets an embedded PostgreSQL 18 of its
+own, started when a test first needs it; its template gets ``CREATE EXTENSION pgmq``
+before ``migrate``, as on a hosted database.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from tests import pgmq_versions
+from tests.pgbouncer import pgbouncer, pgbouncer_process  # noqa: F401 (fixtures)
 from tests.support import dsn_for_database
 from worker.database import init_connection, redact_dsn
 from worker.migrate import migrate
@@ -25,9 +36,46 @@ QUEUE = "stats_updates"
 TEST_APPLICATION = {"application_name": "stats-worker-tests"}
 
 
+MATRIX_MARKER = "pgmq_matrix"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MATRIX_MARKER}(extension_only=False): run under every pgmq flavour "
+        "(or only the extension ones)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pgmq_flavour" not in metafunc.fixturenames:
+        return
+    names = [pgmq_versions.SQL_ONLY]
+    marker = metafunc.definition.get_closest_marker(MATRIX_MARKER)
+    if marker is not None or getattr(metafunc.module, "PGMQ_MATRIX", False):
+        covered = pgmq_versions.flavours()
+        if marker is not None and marker.kwargs.get("extension_only"):
+            covered = [f for f in covered if f.extension]
+        names = [f.name for f in covered]
+    # Session scope: pytest groups the tests by flavour, one server and template each.
+    metafunc.parametrize("pgmq_flavour", names, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def server_dsn() -> Iterator[str]:
-    """DSN of a maintenance database on the server the tests use."""
+def pgmq_flavour(request: pytest.FixtureRequest) -> str:
+    """The pgmq this test runs on: ``sql-1.13``, ``ext-1.4.4``, ``ext-1.5.1``, ``ext-1.13``."""
+    return str(getattr(request, "param", pgmq_versions.SQL_ONLY))
+
+
+@pytest.fixture(scope="session")
+def pgmq_version(pgmq_flavour: str) -> str:
+    """The pgmq version of the flavour, as ``pg_extension.extversion`` spells it."""
+    return pgmq_versions.flavour(pgmq_flavour).version
+
+
+@pytest.fixture(scope="session")
+def default_server_dsn() -> Iterator[str]:
+    """DSN of a maintenance database on the usual server (``sql-1.13``)."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield url
@@ -43,13 +91,26 @@ def server_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def template_database(server_dsn: str) -> AsyncIterator[str]:
+def server_dsn(pgmq_flavour: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """DSN of a maintenance database on the server of this test's pgmq flavour."""
+    flavour = pgmq_versions.flavour(pgmq_flavour)
+    if not flavour.extension:
+        yield str(request.getfixturevalue("default_server_dsn"))
+        return
+    with pgmq_versions.extension_server(flavour) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+async def template_database(server_dsn: str, pgmq_flavour: str) -> AsyncIterator[str]:
     name = f"sw_template_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         connection = await asyncpg.connect(dsn_for_database(server_dsn, name))
         try:
+            if pgmq_versions.flavour(pgmq_flavour).extension:
+                await connection.execute("CREATE EXTENSION pgmq")
             await migrate(connection, QUEUE)
         finally:
             await connection.close()
@@ -109,6 +170,22 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await created.close()
 
 
-def pytest_report_header() -> str:
+def pytest_report_header() -> list[str]:
     url = os.environ.get("TEST_DATABASE_URL")
-    return f"database: {redact_dsn(url) if url else 'embedded PostgreSQL'}"
+    database = redact_dsn(url) if url else "embedded PostgreSQL"
+    names = [f.name for f in pgmq_versions.flavours()]
+    lines = [
+        f"database: {database}",
+        f"pgmq flavours: {names[0]} (on that database), {', '.join(names[1:])} "
+        "(embedded PostgreSQL 18 each; modules with PGMQ_MATRIX)",
+    ]
+    missing = pgmq_versions.not_covered()
+    if missing:
+        lines.append(missing)
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    missing = pgmq_versions.not_covered()
+    if missing:
+        terminalreporter.write_line(missing, yellow=True)

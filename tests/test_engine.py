@@ -13,6 +13,7 @@ from worker import jobs
 from worker.queue import send
 
 QUEUE = "stats_updates"
+PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)
 
 
 async def _runs(conn: asyncpg.Connection, job: str) -> list[asyncpg.Record]:

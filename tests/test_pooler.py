@@ -26,7 +26,7 @@ import pytest
 
 from tests import reference
 from tests.pgbouncer import PgBouncer
-from tests.support import ROOT
+from tests.support import ROOT, run_cli
 from worker.database import init_connection
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.queries import migrations
@@ -286,3 +286,16 @@ async def test_six_concurrent_migrates_through_the_pooler_apply_each_migration_o
         assert await conn.fetchval("SELECT count(*) FROM pgmq.meta") == 1  # one queue
     finally:
         await conn.close()
+
+
+async def test_behind_a_pooler_a_repeatable_read_default_stops_start_up(
+    database_url, conn, pgbouncer
+):
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.execute(
+        f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+    )
+    result = run_cli(pgbouncer.url(database_url), "run", "--until-empty", PORT="0")
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "ALTER ROLE" in last and "default_transaction_isolation = 'read committed'" in last

@@ -13,6 +13,8 @@ from worker.app import default_handlers, run_worker
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.maintenance import rebuild, verify
 
+PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)
+
 
 async def _drain(database_url: str, **overrides: object) -> None:
     settings = worker_settings(database_url, concurrency=4, **overrides)
