@@ -30,6 +30,7 @@ from worker.consumer import backoff_seconds
 from worker.database import DATABASE_ERRORS, Pool
 from worker.outcomes import CALLBACK_LEASE_SECONDS, Invalidation
 from worker.queries import query
+from worker.redact import Redactor, secret_values
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class CacheInvalidator:
         self._client = client
         self._url = settings.cache_invalidation_url
         secret = settings.internal_secret.get_secret_value() if settings.internal_secret else ""
-        self._secret = secret
+        self._redact = Redactor(secret_values(settings))
         self._headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self._timeout = settings.callback_timeout_seconds
         self._max_attempts = settings.callback_max_attempts
@@ -357,8 +358,8 @@ class CacheInvalidator:
         )
 
     def _scrub(self, text: str) -> str:
-        """The text with the secret blotted out, fit for logs and the table."""
-        return text.replace(self._secret, "***") if self._secret else text
+        """The text with every secret blotted out, fit for logs and the table."""
+        return self._redact(text)
 
 
 def _short(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from worker import database, jobs
 from worker.database import Pool
 from worker.logs import configure_logging
 from worker.migrate import MigrateError
+from worker.redact import Redactor, secret_values
 from worker.settings import Settings, SettingsError, load_settings
 from worker.startup import DatabaseUnreachable, wait_for_database
 
@@ -137,7 +138,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
         database=args.database,
     )
     # The demo prints its own story; the worker's per-message lines would drown it.
-    configure_logging("WARNING", settings.log_format)
+    configure_logging("WARNING", settings.log_format, Redactor(secret_values(settings)))
     return run_demo(settings, options, Console())
 
 
@@ -187,7 +188,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, An
         **{name.removeprefix("bench_"): value for name, value in sizes.items()}
     )
     # The report is the output; the worker's per-message lines would drown it.
-    configure_logging("WARNING", settings.log_format)
+    configure_logging("WARNING", settings.log_format, Redactor(secret_values(settings)))
     json_path = Path(args.json) if args.json else None
     return run_bench(settings, options, Console(), json_path)
 
@@ -273,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(redact: Redactor, message: str) -> None:
+    """The one line a failed command prints, with no secret in it."""
+    print(f"stats-worker: {redact(message)}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -280,12 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"stats-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(settings.log_level, settings.log_format)
+    redact = Redactor(secret_values(settings))
+    configure_logging(settings.log_level, settings.log_format, redact)
     try:
         exit_code: int = asyncio.run(args.handler(settings, args))
         return exit_code
     except database.DatabaseNotConfigured as exc:
-        print(f"stats-worker: {exc}", file=sys.stderr)
+        _fail(redact, f"{exc}")
         return EXIT_USAGE
     except (
         CommandError,
@@ -294,13 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         database.PoolerMisconfigured,
         DatabaseUnreachable,
     ) as exc:
-        print(f"stats-worker: {exc}", file=sys.stderr)
+        _fail(redact, f"{exc}")
         return 1
     except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError) as exc:
-        print(f"stats-worker: {exc}: run `stats-worker migrate` first", file=sys.stderr)
+        _fail(redact, f"{exc}: run `stats-worker migrate` first")
         return 1
     except database.DATABASE_ERRORS as exc:
-        print(f"stats-worker: database error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _fail(redact, f"database error: {type(exc).__name__}: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

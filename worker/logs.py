@@ -7,6 +7,8 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from worker.redact import RedactingFilter, Redactor
+
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(message)s%(context)s"
 _STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "context"}
 
@@ -20,10 +22,14 @@ class _ContextText(logging.Formatter):
         return super().format(record)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """Route the worker's logs to stderr, one line per event."""
+def configure_logging(
+    level: str = "INFO", fmt: str = "auto", redact: Redactor | None = None
+) -> None:
+    """Route the worker's logs to stderr, one line per event, secrets redacted."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
+    if redact is not None:
+        handler.addFilter(RedactingFilter(redact))
     if use_json:
         handler.setFormatter(
             JsonFormatter(
