@@ -290,3 +290,19 @@ def test_run_with_embedded_true_starts_an_embedded_server_and_consumes(tmp_path)
     assert '"message succeeded"' in run.stderr
     listed = cli(None, "jobs", "--json", **embedded)
     assert [job["status"] for job in json.loads(listed.stdout)] == ["succeeded"]
+
+
+async def test_another_queue_name_needs_move_queue_and_says_what_it_repoints(database_url, conn):
+    refused = cli(database_url, "migrate", QUEUE_NAME="other_queue")
+    assert refused.returncode == 1
+    [line] = refused.stderr.strip().splitlines()
+    assert "--move-queue" in line and "'stats_updates'" in line
+    assert cli(database_url, "run", "--until-empty", QUEUE_NAME="other_queue").returncode == 1
+    assert await conn.fetchval("SELECT stats.queue_name()") == "stats_updates"
+
+    moved = cli(database_url, "migrate", "--move-queue", QUEUE_NAME="other_queue")
+    assert moved.returncode == 0, moved.stderr
+    assert "from queue stats_updates to other_queue" in moved.stdout
+    assert await conn.fetchval("SELECT stats.queue_name()") == "other_queue"
+    msg_id = await conn.fetchval("SELECT stats.enqueue_match(gen_random_uuid(), 1)")
+    assert await conn.fetchval("SELECT count(*) FROM pgmq.q_other_queue WHERE msg_id = $1", msg_id)

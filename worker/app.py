@@ -91,11 +91,13 @@ def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
     return {settings.queue_name: StatsHandler(pool)}
 
 
-async def migrate_for(settings: Settings, dsn: str) -> MigrationReport:
+async def migrate_for(settings: Settings, dsn: str, *, move_queue: bool = False) -> MigrationReport:
     """``migrate`` on its own connection, the session one where there is one."""
     connection = await database.connect(settings.session_dsn(dsn), settings)
     try:
-        report = await migrate(connection, settings.queue_name, read_roles=settings.read_roles)
+        report = await migrate(
+            connection, settings.queue_name, read_roles=settings.read_roles, move_queue=move_queue
+        )
     finally:
         await connection.close()
     log.info(

@@ -55,7 +55,12 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
         with database.database_dsn(settings, allow_embedded=False) as dsn:
             # A migrate step on deploy races the database's restart just as ``run`` does.
             await wait_for_database(settings.session_dsn(dsn), settings)
-            report = await migrate_for(settings, dsn)
+            report = await migrate_for(settings, dsn, move_queue=args.move_queue)
+        if report.moved_from_queue:
+            print(
+                f"re-pointed the app's triggers from queue {report.moved_from_queue} "
+                f"to {settings.queue_name}"
+            )
         applied = ", ".join(report.applied) or "none (up to date)"
         print(f"pgmq: {report.pgmq}")
         print(f"queue {settings.queue_name}: {'created' if report.queue_created else 'exists'}")
@@ -205,9 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until-empty", action="store_true", help="exit 0 once the queue is empty")
     run.set_defaults(handler=cmd_run)
 
-    commands.add_parser("migrate", help="install pgmq, the queue and the schema").set_defaults(
-        handler=cmd_migrate
+    migrating = commands.add_parser("migrate", help="install pgmq, the queue and the schema")
+    migrating.add_argument(
+        "--move-queue",
+        action="store_true",
+        help="re-point the app's triggers to QUEUE_NAME when they send to another queue",
     )
+    migrating.set_defaults(handler=cmd_migrate)
 
     enqueue = commands.add_parser("enqueue", help="put a message on the queue")
     enqueue.add_argument("body", nargs="?", help="JSON body (default: read stdin)")

@@ -43,6 +43,8 @@ class MigrationReport:
     applied: list[str] = field(default_factory=list)
     indexes_created: list[str] = field(default_factory=list)
     backfilled_tenants: int = 0
+    moved_from_queue: str | None = None
+    """The queue the triggers sent to before ``--move-queue`` re-pointed them."""
 
 
 def pgmq_sql_path() -> Path:
@@ -102,11 +104,37 @@ async def grant_read_roles(connection: Connection, roles: Sequence[str]) -> None
         await connection.execute(query("grant_stats_read"), role)
 
 
+async def check_queue_identity(connection: Connection, queue_name: str, move: bool) -> str | None:
+    """The queue the app's triggers send to now, if ``queue_name`` is another one.
+
+    A worker started with another ``QUEUE_NAME`` must not silently re-point the
+    app's triggers (the workers on the old queue would starve): that takes
+    ``migrate --move-queue``.
+    """
+    if not await connection.fetchval(query("config_exists")):
+        return None  # not migrated yet
+    current = await connection.fetchval(query("configured_queue"))
+    if current is None or current == queue_name:
+        return None
+    if not move:
+        raise MigrateError(
+            f"QUEUE_NAME is {queue_name!r} but this database's triggers send to {current!r}: "
+            f"run `stats-worker migrate --move-queue` with QUEUE_NAME={queue_name} to re-point "
+            f"them (messages already in {current!r} stay there), or set QUEUE_NAME={current}"
+        )
+    return str(current)
+
+
 async def _migrate_schema(
-    connection: Connection, queue_name: str, read_roles: Sequence[str], report: MigrationReport
+    connection: Connection,
+    queue_name: str,
+    read_roles: Sequence[str],
+    report: MigrationReport,
+    move_queue: bool,
 ) -> None:
     async with connection.transaction():
         await connection.execute(query("migrate_xact_lock"))
+        report.moved_from_queue = await check_queue_identity(connection, queue_name, move_queue)
         report.pgmq = await install_pgmq(connection)
         report.applied = await apply_migrations(connection)
         report.queue_created = await ensure_queue(connection, queue_name)
@@ -173,12 +201,13 @@ async def migrate(
     *,
     read_roles: Sequence[str] = (),
     backfill: bool = True,
+    move_queue: bool = False,
 ) -> MigrationReport:
     """Bring the database up to date for a worker on ``queue_name``."""
     report = MigrationReport()
     role = await connection.fetchval(query("current_role"))
     try:
-        await _migrate_schema(connection, queue_name, read_roles, report)
+        await _migrate_schema(connection, queue_name, read_roles, report, move_queue)
         report.indexes_created = await ensure_app_indexes(connection)
     except asyncpg.InsufficientPrivilegeError as exc:
         raise MigrateError(privilege_hint(str(exc), role, queue_name)) from None

@@ -95,6 +95,13 @@ WHERE (c.index_oid IS NULL OR i.indisvalid IS FALSE)
              WHERE k.ord <= cardinality(c.cols)) = c.cols
   )
 
+-- name: config_exists
+SELECT to_regclass('stats_worker.config') IS NOT NULL
+
+-- name: configured_queue
+-- The queue the app's triggers send to.
+SELECT value FROM stats_worker.config WHERE key = 'queue_name'
+
 -- name: set_config
 INSERT INTO stats_worker.config (key, value) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value
