@@ -11,7 +11,9 @@ pgmq flavours (``tests/pgmq_versions.py``): every test whose fixtures reach
 flavour, ids like ``test_x[ext-1.4.4]``. ``@pytest.mark.pgmq_matrix(extension_only=True)``
 keeps the ``ext-*`` ones. An ``ext-*`` flavour gets an embedded PostgreSQL 18 of its
 own, started when a test first needs it; its template gets ``CREATE EXTENSION pgmq``
-before ``migrate``, as on a hosted database.
+before ``migrate``, as on a hosted database. The ``ext-*`` flavours run only when
+``TEST_DATABASE_URL`` is unset (they never use that server: CI's second run would
+repeat them as they were); the header and the summary say what a run left out.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _extension_only(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker(MATRIX_MARKER)
+    return bool(marker is not None and marker.kwargs.get("extension_only"))
+
+
+def _flavoured(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "pgmq_flavour" in callspec.params
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pgmq_flavour" not in metafunc.fixturenames:
         return
@@ -54,11 +66,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker(MATRIX_MARKER)
     if marker is not None or getattr(metafunc.module, "PGMQ_MATRIX", False):
         covered = pgmq_versions.flavours()
-        if marker is not None and marker.kwargs.get("extension_only"):
+        if _extension_only(metafunc.definition):
             covered = [f for f in covered if f.extension]
         names = [f.name for f in covered]
+    if not names:
+        return  # left out below, not skipped
     # Session scope: pytest groups the tests by flavour, one server and template each.
     metafunc.parametrize("pgmq_flavour", names, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """An extension-only test in a run without extension flavours is left out, not skipped."""
+    left_out = [item for item in items if _extension_only(item) and not _flavoured(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if item not in left_out]
 
 
 @pytest.fixture(scope="session")
@@ -174,18 +196,12 @@ def pytest_report_header() -> list[str]:
     url = os.environ.get("TEST_DATABASE_URL")
     database = redact_dsn(url) if url else "embedded PostgreSQL"
     names = [f.name for f in pgmq_versions.flavours()]
-    lines = [
-        f"database: {database}",
-        f"pgmq flavours: {names[0]} (on that database), {', '.join(names[1:])} "
-        "(embedded PostgreSQL 18 each; modules with PGMQ_MATRIX)",
-    ]
-    missing = pgmq_versions.not_covered()
-    if missing:
-        lines.append(missing)
-    return lines
+    flavours = f"pgmq flavours: {names[0]} (on that database)"
+    if names[1:]:
+        flavours += f", {', '.join(names[1:])} (an embedded PostgreSQL 18 each)"
+    return [f"database: {database}", flavours, *pgmq_versions.not_covered()]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    missing = pgmq_versions.not_covered()
-    if missing:
-        terminalreporter.write_line(missing, yellow=True)
+    for line in pgmq_versions.not_covered():
+        terminalreporter.write_line(line, yellow=True)

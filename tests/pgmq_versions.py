@@ -69,7 +69,7 @@ def _release(version: str) -> Path | None:
     return folder if complete else None
 
 
-def flavours() -> list[Flavour]:
+def available_flavours() -> list[Flavour]:
     """Every flavour this checkout can run, in a stable order."""
     found = [Flavour(SQL_ONLY, pgmq_sql_version())]
     for version in RELEASES:
@@ -80,19 +80,44 @@ def flavours() -> list[Flavour]:
     return found
 
 
+def on_own_server() -> bool:
+    """A ``TEST_DATABASE_URL`` run: the ``ext-*`` flavours are left to the embedded run.
+
+    They never use that server (each has an embedded PostgreSQL 18 of its own), so
+    running them in both of CI's runs would repeat the same work.
+    """
+    return bool(os.environ.get("TEST_DATABASE_URL"))
+
+
+def flavours() -> list[Flavour]:
+    """The flavours this run covers."""
+    found = available_flavours()
+    return [f for f in found if not f.extension] if on_own_server() else found
+
+
 def flavour(name: str) -> Flavour:
-    for candidate in flavours():
+    for candidate in available_flavours():
         if candidate.name == name:
             return candidate
     raise LookupError(f"no pgmq flavour {name!r}")
 
 
-def not_covered() -> str | None:
-    """``pgmq not covered: 1.4.4, 1.5.1 (../shared/pgmq absent)``, or None."""
+def not_covered() -> list[str]:
+    """What this run leaves out, one line each (none when it covers everything).
+
+    ``pgmq not covered: 1.4.4, 1.5.1 (../shared/pgmq absent)``
+    """
+    lines = []
     missing = [version for version in RELEASES if _release(version) is None]
-    if not missing:
-        return None
-    return f"pgmq not covered: {', '.join(missing)} ({_shown(shared_dir() / 'pgmq')} absent)"
+    if missing:
+        where = _shown(shared_dir() / "pgmq")
+        lines.append(f"pgmq not covered: {', '.join(missing)} ({where} absent)")
+    if on_own_server():
+        left = [f.name for f in available_flavours() if f.extension]
+        lines.append(
+            f"pgmq not covered: {', '.join(left)} (they run when TEST_DATABASE_URL is unset)"
+        )
+    return lines
 
 
 def _stage(flavour: Flavour, root: Path) -> None:

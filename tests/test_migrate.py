@@ -124,26 +124,44 @@ async def test_migrate_uses_create_extension_where_pgmq_is_available(
         await conn.close()
 
 
-def test_without_the_shared_releases_their_flavours_are_not_generated_and_said_so():
-    environment = {**os.environ, pgmq_versions.SHARED_DIR_VARIABLE: "/nonexistent"}
+def _collect(**environment: str | None) -> str:
+    """``pytest --collect-only`` of this module under ``environment``; its output."""
+    env = {**os.environ, **environment}
+    env = {key: value for key, value in env.items() if value is not None}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-p", "no:cacheprovider", __file__],
         cwd=pgmq_versions.ROOT,
-        env=environment,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "skip" not in result.stdout.lower(), result.stdout
+    return result.stdout
+
+
+def test_without_the_shared_releases_their_flavours_are_not_generated_and_said_so():
+    ext_113 = f"ext-{pgmq_versions.SQL_ONLY.removeprefix('sql-')}"
+    out = _collect(**{pgmq_versions.SHARED_DIR_VARIABLE: "/nonexistent", "TEST_DATABASE_URL": None})
     said = "pgmq not covered: 1.4.4, 1.5.1 (/nonexistent/pgmq absent)"
-    assert result.stdout.count(said) == 2, result.stdout  # header and summary
-    sql, extension = pgmq_versions.SQL_ONLY, f"ext-{pgmq_versions.SQL_ONLY.removeprefix('sql-')}"
-    assert f"test_migrate_twice_applies_everything_once[{sql}]" in result.stdout
-    assert f"test_migrate_twice_applies_everything_once[{extension}]" in result.stdout
-    assert "ext-1.4.4" not in result.stdout
-    assert "ext-1.5.1" not in result.stdout
-    assert "skip" not in result.stdout.lower()
+    assert out.count(said) == 2, out  # header and summary
+    assert f"test_migrate_twice_applies_everything_once[{pgmq_versions.SQL_ONLY}]" in out
+    assert f"test_migrate_twice_applies_everything_once[{ext_113}]" in out
+    assert f"test_migrate_uses_create_extension_where_pgmq_is_available[{ext_113}]" in out
+    assert "ext-1.4.4" not in out
+    assert "ext-1.5.1" not in out
+
+
+def test_a_run_on_its_own_server_leaves_the_extension_flavours_out_and_says_so():
+    out = _collect(TEST_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    left = ", ".join(f.name for f in pgmq_versions.available_flavours() if f.extension)
+    assert out.count(f"pgmq not covered: {left} (") == 2, out
+    assert f"test_migrate_twice_applies_everything_once[{pgmq_versions.SQL_ONLY}]" in out
+    assert "[ext-" not in out
+    assert "test_migrate_uses_create_extension_where_pgmq_is_available" not in out
+    assert "1 deselected" in out
 
 
 async def test_migrate_keeps_an_apps_existing_tables_and_data(blank_database_url):
