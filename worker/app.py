@@ -63,20 +63,25 @@ class Worker:
 LEFTOVER_SWEEP_SECONDS = 30.0
 
 
-async def sweep_leftover_messages(pool: Pool) -> None:
+async def send_leftover_messages(pool: Pool) -> None:
     """Send trigger messages that no commit sent (see 0010_leftover_messages.sql)."""
+    try:
+        sent = await pool.fetchval(query("send_leftover_messages"))
+    except database.DATABASE_ERRORS as exc:
+        log.warning("leftover message sweep failed", extra={"error": repr(exc)})
+        return
+    if sent:
+        log.warning(
+            "sent trigger messages a commit had left unsent (session_replication_role = replica?)",
+            extra={"messages": sent},
+        )
+
+
+async def sweep_leftover_messages(pool: Pool) -> None:
+    """After the sweep at start (before the first read), one every half minute."""
     while True:
-        try:
-            sent = await pool.fetchval(query("send_leftover_messages"))
-            if sent:
-                log.warning(
-                    "sent trigger messages a commit had left unsent "
-                    "(session_replication_role = replica?)",
-                    extra={"messages": sent},
-                )
-        except database.DATABASE_ERRORS as exc:
-            log.warning("leftover message sweep failed", extra={"error": repr(exc)})
         await asyncio.sleep(LEFTOVER_SWEEP_SECONDS)
+        await send_leftover_messages(pool)
 
 
 async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -149,6 +154,7 @@ async def run_worker(
                     until_empty=until_empty,
                 )
             )
+        await send_leftover_messages(pool)
         with _signals_stop(worker, enabled=install_signal_handlers):
             await _run(worker, on_ready)
 

@@ -57,6 +57,10 @@ async def listen_forever(
     while True:
         delay = min(0.2 * 2**failures, 10.0)
         try:
+            if await database.behind_transaction_pooler(dsn):
+                # A LISTEN there lands on a server connection others get next;
+                # even its own probe may come back by luck. Don't pretend.
+                raise DeafListener
             connection = await database.connect(dsn, settings)
             try:
                 await _listen(connection, channel_name(queue_name), wake, status, gauge.set)

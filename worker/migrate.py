@@ -144,6 +144,11 @@ async def _migrate_schema(
         log.info("applied migration", extra={"migration": name})
 
 
+_RACING_INDEX_BUILDS = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.InternalServerError,  # "tuple concurrently updated" of two DDLs on one table
+    asyncpg.ObjectInUseError,
+)
 INDEX_BUILD_TRIES = 6
 """Two concurrent index builds on one table deadlock (each waits for the other's
 transaction); PostgreSQL cancels one, which tries again once the other is done."""
@@ -163,7 +168,7 @@ async def ensure_app_indexes(connection: Connection) -> list[str]:
         try:
             await _build_missing_indexes(connection, created)
             return created
-        except asyncpg.DeadlockDetectedError:
+        except _RACING_INDEX_BUILDS:
             if attempt == INDEX_BUILD_TRIES:
                 raise
             log.info("another migrate is building an index; trying again")

@@ -57,7 +57,8 @@ SELECT stats_worker.grant_stats_read($1)
 -- The indexes the statistics need on the app's tables that are not there yet:
 -- neither under our name nor as an equivalent valid index (a plain btree whose
 -- leading columns are these). 'invalid' is an interrupted build under our name,
--- 'building' one that some session is building now.
+-- or one still under way: 'building' says some session builds an index of that
+-- table right now (early in a build its index is not named in the progress view).
 WITH wanted (name, tbl, cols) AS (
     VALUES
         ('match_players_player_id_idx', 'public.match_players', ARRAY['player_id']),
@@ -75,7 +76,7 @@ candidates AS (
 SELECT c.name,
        i.indisvalid IS FALSE AS invalid,
        EXISTS (SELECT 1 FROM pg_stat_progress_create_index AS p
-               WHERE p.index_relid = c.index_oid) AS building,
+               WHERE p.relid = c.table_oid) AS building,
        format('CREATE INDEX CONCURRENTLY IF NOT EXISTS %I ON %s (%s)', c.name, c.tbl,
               (SELECT string_agg(quote_ident(col), ', ') FROM unnest(c.cols) AS col)) AS create_sql,
        format('DROP INDEX CONCURRENTLY IF EXISTS public.%I', c.name) AS drop_sql
