@@ -198,6 +198,20 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, An
     return run_bench(settings, options, Console(), json_path)
 
 
+def cmd_soak(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from worker.soak import run_soak
+
+    if args.minutes <= 0:
+        raise CommandError("--minutes must be above 0")
+    # The flaky app makes every other invalidation a warning: only errors would matter here.
+    configure_logging("ERROR", settings.log_format, Redactor(secret_values(settings)))
+    return run_soak(settings, args.minutes, Console(), Path(args.json) if args.json else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stats-worker",
@@ -280,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--database", metavar="NAME", dest="bench_database", help="default stats_worker_bench"
     )
     bench.set_defaults(handler=cmd_bench)
+
+    soak = commands.add_parser(
+        "soak", help="steady load with a flaky app; check memory, descriptors and tasks stay flat"
+    )
+    soak.add_argument("--minutes", type=float, default=10.0)
+    soak.add_argument("--json", metavar="PATH", help="also write the samples as JSON")
+    soak.set_defaults(handler=cmd_soak)
     return parser
 
 

@@ -56,3 +56,15 @@ LIMIT $2
 SELECT finished_at FROM stats_worker.job_runs
 WHERE queue_name = $1 AND match_id = $2 AND status = 'succeeded'
 LIMIT 1
+
+-- name: soak_correct_score
+-- The soak's steady load: a score corrected, one message through the triggers.
+UPDATE public.matches SET team_a_score = $2 WHERE id = $1
+
+-- name: soak_settled
+SELECT count(*) FROM stats_worker.job_runs WHERE status IN ('succeeded', 'dead')
+
+-- name: soak_pending
+-- Messages not settled yet, and invalidations the flaky app has not taken yet.
+SELECT (SELECT count(*) FROM stats_worker.job_runs WHERE status = 'running')
+     + (SELECT queue_length FROM pgmq.metrics(stats.queue_name()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,10 +31,17 @@ class Arrival:
 
 
 class CallbackReceiver:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self, sock: socket.socket, *, failure_rate: float = 0.0, keep_arrivals: bool = True
+    ) -> None:
         self._sock = sock
         self.port: int = sock.getsockname()[1]
         self.received = 0
+        self.refused = 0
+        self._failure_rate = failure_rate
+        """Share of requests answered 500 at random (a flaky app, for the soak)."""
+        self._keep_arrivals = keep_arrivals
+        self._random = random.Random(1)
         self._arrivals: asyncio.Queue[Arrival] = asyncio.Queue()
 
     @property
@@ -64,7 +72,11 @@ class CallbackReceiver:
         at = time.perf_counter()
         body = json.loads(await request.body() or b"{}")
         self.received += 1
-        self._arrivals.put_nowait(Arrival(at, tuple(body.get("tags", ()))))
+        if self._random.random() < self._failure_rate:
+            self.refused += 1
+            return Response("flaky on purpose", status_code=500)
+        if self._keep_arrivals:
+            self._arrivals.put_nowait(Arrival(at, tuple(body.get("tags", ()))))
         return Response(status_code=204)
 
     def app(self) -> Starlette:
@@ -79,12 +91,14 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def receiving() -> AsyncIterator[CallbackReceiver]:
+async def receiving(
+    *, failure_rate: float = 0.0, keep_arrivals: bool = True
+) -> AsyncIterator[CallbackReceiver]:
     """A receiver listening for the block's duration."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    receiver = CallbackReceiver(sock)
+    receiver = CallbackReceiver(sock, failure_rate=failure_rate, keep_arrivals=keep_arrivals)
     config = uvicorn.Config(
         receiver.app(),
         http="h11",
