@@ -108,3 +108,20 @@ async def test_a_slow_body_is_cut_off(database_url):
         answer = await asyncio.wait_for(reader.read(4096), timeout=20)
         writer.close()
         assert answer.startswith(b"HTTP/1.1 408")
+
+
+async def test_undecodable_and_scalar_bodies_are_shown_not_failed(database_url, conn):
+    deep = await conn.fetchval(
+        "SELECT pgmq.send('stats_updates', $1::text::jsonb)", "[" * 3000 + "]" * 3000
+    )
+    scalar = await conn.fetchval("SELECT pgmq.send('stats_updates', '5'::jsonb)")
+    async with bare_worker(database_url) as worker, serving(worker) as client:
+        listed = await client.get("/jobs", headers=AUTH)
+        assert listed.status_code == 200
+        assert {deep, scalar} <= {job["msg_id"] for job in listed.json()["jobs"]}
+        shown = await client.get(f"/jobs/{deep}", headers=AUTH)
+        assert shown.status_code == 200
+        message = shown.json()["message"]
+        assert "nested deeper" in message["undecodable"]
+        assert message["raw"].startswith("[[[[") and len(message["raw"]) == 2000
+        assert (await client.get(f"/jobs/{scalar}", headers=AUTH)).json()["message"] == 5

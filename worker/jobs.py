@@ -8,7 +8,9 @@ from typing import Any
 from uuid import UUID
 
 from worker.database import Pool
+from worker.errors import MalformedMessage
 from worker.queries import query
+from worker.queue import decode_body
 from worker.settings import QUEUE_NAME_PATTERN
 
 JOB_STATUSES = ("queued", "running", "succeeded", "retrying", "dead")
@@ -56,9 +58,26 @@ async def list_jobs(pool: Pool, queue_name: str, status: str | None, limit: int)
     return [Job(**dict(row)) for row in rows]
 
 
+SHOWN_RAW_CHARACTERS = 2000
+
+
 async def get_job(pool: Pool, queue_name: str, msg_id: int) -> Job | None:
     row = await pool.fetchrow(queue_query("get_job", queue_name), queue_name, msg_id)
-    return Job(**dict(row)) if row is not None else None
+    if row is None:
+        return None
+    fields = dict(row)
+    fields["message"] = shown_message(fields["message"])
+    return Job(**fields)
+
+
+def shown_message(raw: str | None) -> Any:
+    """The body as JSON, or, when it cannot be decoded within the limits, its text cut short."""
+    if raw is None:
+        return None
+    try:
+        return decode_body(raw)
+    except MalformedMessage as exc:
+        return {"undecodable": exc.reason, "raw": raw[:SHOWN_RAW_CHARACTERS]}
 
 
 async def retry_dead(pool: Pool, queue_name: str, msg_id: int) -> int | None:

@@ -10,9 +10,11 @@ SELECT * FROM (
     WHERE queue_name = $1
     UNION ALL
     SELECT q.msg_id, 'queued', q.read_ct,
-           CASE WHEN q.message->>'tenant_id' ~* '^[0-9a-f]{{8}}-([0-9a-f]{{4}}-){{3}}[0-9a-f]{{12}}$'
+           CASE WHEN jsonb_typeof(q.message) = 'object'
+                 AND q.message->>'tenant_id' ~* '^[0-9a-f]{{8}}-([0-9a-f]{{4}}-){{3}}[0-9a-f]{{12}}$'
                 THEN (q.message->>'tenant_id')::uuid END,
-           CASE WHEN q.message->>'match_id' ~ '^[0-9]{{1,18}}$'
+           CASE WHEN jsonb_typeof(q.message) = 'object'
+                 AND q.message->>'match_id' ~ '^[0-9]{{1,18}}$'
                 THEN (q.message->>'match_id')::bigint END,
            q.enqueued_at, NULL, NULL, NULL, NULL, NULL, q.enqueued_at
     FROM pgmq.{queue_table} q
@@ -26,14 +28,14 @@ LIMIT $3
 -- name: get_job
 SELECT r.msg_id, r.status, r.attempts, r.tenant_id, r.match_id, r.enqueued_at, r.started_at,
        r.finished_at, r.duration_ms, r.last_error, r.retried_as, r.updated_at,
-       coalesce(q.message, a.message) AS message
+       coalesce(q.message, a.message)::text AS message
 FROM stats_worker.job_runs r
 LEFT JOIN pgmq.{queue_table} q ON q.msg_id = r.msg_id
 LEFT JOIN pgmq.{archive_table} a ON a.msg_id = r.msg_id
 WHERE r.queue_name = $1 AND r.msg_id = $2
 UNION ALL
 SELECT q.msg_id, 'queued', q.read_ct, NULL, NULL, q.enqueued_at, NULL, NULL, NULL, NULL, NULL,
-       q.enqueued_at, q.message
+       q.enqueued_at, q.message::text
 FROM pgmq.{queue_table} q
 WHERE q.msg_id = $2
   AND NOT EXISTS (SELECT 1 FROM stats_worker.job_runs r WHERE r.queue_name = $1 AND r.msg_id = $2)
