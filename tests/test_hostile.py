@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -19,6 +20,7 @@ from tests.receiver import Receiver, receiving
 from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
 from worker.app import default_handlers, run_worker
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from worker.outcomes import JobRun, Settler
 from worker.queue import send
 
 QUEUE = "stats_updates"
@@ -196,3 +198,25 @@ async def _has_failed_callback(conn: asyncpg.Connection) -> bool:
     return bool(
         await conn.fetchval("SELECT count(*) FROM stats_worker.callbacks WHERE status = 'failed'")
     )
+
+
+async def test_one_outcome_the_database_refuses_does_not_hold_back_the_rest(database_url, conn):
+    """A deterministic write error (here a NUL in the error text) is bisected out."""
+    ids = [await conn.fetchval("SELECT pgmq.send($1, '{}')", QUEUE) for _ in range(3)]
+    await conn.fetch("SELECT msg_id FROM pgmq.read($1, 30, 3)", QUEUE)  # read_ct 1 each
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    settler = Settler(pool, QUEUE)
+    flusher = asyncio.create_task(settler.run())
+    try:
+        now = datetime.now(UTC)
+        good = [JobRun(i, "succeeded", 1, now, now, read_ct=1) for i in ids[:2]]
+        bad = JobRun(ids[2], "retrying", 1, now, now, read_ct=1, error="a\x00b")
+        settler.succeeded(good, ["job:good"])
+        settler.retry(bad, 0.0)
+        await asyncio.wait_for(settler.drained(), timeout=10)
+    finally:
+        flusher.cancel()
+        await pool.close()
+    left = [r["msg_id"] for r in await conn.fetch(f"SELECT msg_id FROM pgmq.q_{QUEUE}")]
+    assert left == [ids[2]]  # the two good acks went through; the bad one waits its timeout
+    assert await conn.fetchval("SELECT count(*) FROM stats_worker.callbacks") == 1

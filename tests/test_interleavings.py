@@ -22,6 +22,7 @@ from worker.app import default_handlers
 from worker.maintenance import verify
 
 T = uuid.UUID("40000000-0000-4000-8000-000000000004")
+OTHER_TENANT = uuid.UUID("40000000-0000-4000-8000-000000000005")
 OTHER_SEASON = 2
 PLAYERS = range(1, 9)
 HISTORY = (10, 11, 12)
@@ -33,7 +34,9 @@ Change = Callable[[asyncpg.Connection], Awaitable[object]]
 
 
 async def _league(conn: asyncpg.Connection, *, two_sided: bool) -> None:
-    await conn.execute("INSERT INTO tenants VALUES ($1, 'club')", T)
+    await conn.execute(
+        "INSERT INTO tenants VALUES ($1, 'club'), ($2, 'other club')", T, OTHER_TENANT
+    )
     await conn.execute("INSERT INTO seasons VALUES (1, $1, 'one'), (2, $1, 'two')", T)
     await conn.executemany("INSERT INTO players VALUES ($1, $2, 'p')", [(p, T) for p in PLAYERS])
     for day, match_id in enumerate((*HISTORY, TARGET, SPARE), start=1):
@@ -103,6 +106,12 @@ CHANGES: dict[str, Change] = {
     "move_date_before_history": lambda c: c.execute(
         "UPDATE matches SET played_at = '2025-01-01' WHERE id = $1", TARGET
     ),
+    # The app moves a match to another tenant, its lineup (of this tenant's
+    # players) taken off first, as the contract's one-tenant rule requires.
+    "move_to_another_tenant": lambda c: c.execute(
+        f"DELETE FROM match_players WHERE match_id = {TARGET}; "
+        f"UPDATE matches SET tenant_id = '{OTHER_TENANT}', season_id = NULL WHERE id = {TARGET}"
+    ),
     "clear_scores": lambda c: c.execute(
         "UPDATE matches SET team_a_score = NULL WHERE id = $1", TARGET
     ),
@@ -154,6 +163,7 @@ async def test_a_correction_in_the_gap_of_a_recompute_ends_exact(
     await _held_while(database_url, conn, step, CHANGES[change])
     await reference.assert_stats_match_reference(conn)
     assert await verify(pool, T) == []
+    assert await verify(pool, OTHER_TENANT) == []
 
 
 @pytest.mark.parametrize("step", ["hall_of_fame", "player_ratings"])
@@ -172,6 +182,7 @@ async def test_un_cancelling_in_the_gap_of_the_cancels_recompute_ends_exact(
     )
     await reference.assert_stats_match_reference(conn)
     assert await verify(pool, T) == []
+    assert await verify(pool, OTHER_TENANT) == []
 
 
 async def test_the_harness_really_holds_the_recompute(database_url, conn):

@@ -169,6 +169,8 @@ class Settler:
             except DATABASE_ERRORS as exc:
                 if not is_transient(exc):
                     await self._write_apart(batch, exc)
+                    if not self._pending:
+                        self._idle.set()
                     continue
                 failures += 1
                 log.warning("could not settle messages, will retry", extra={"error": repr(exc)})

@@ -5,8 +5,10 @@
 -- What messages of tenant $1 touch. Only what can be this tenant's goes in: a
 -- match of another tenant, or a player or season id that belongs to another
 -- tenant, is dropped here, so a forged message never reaches another tenant's
--- rows or bookkeeping. known_matches are the matches this tenant has or had
--- (in the source, or still in the statistics); none: the messages are a no-op.
+-- rows or bookkeeping (the matches themselves are safe: every function filters
+-- them by tenant). The messages are a no-op (changes_something false) only when
+-- they name no match this tenant has or had (in the source, or still in the
+-- statistics), none of its players or seasons, and no old position.
 WITH known AS (
     SELECT coalesce(array_agg(k.id ORDER BY k.id), '{}') AS ids
     FROM unnest($2::bigint[]) AS k(id)
@@ -26,10 +28,12 @@ own_seasons AS (
     FROM unnest($4::bigint[]) AS s(id)
     WHERE NOT EXISTS (SELECT 1 FROM public.seasons o WHERE o.id = s.id AND o.tenant_id <> $1)
 )
-SELECT known.ids AS known_matches, scope.player_ids, scope.season_ids,
-       scope.rating_from_at, scope.rating_from_id
+SELECT cardinality(known.ids) > 0 OR cardinality(own_players.ids) > 0
+           OR cardinality(own_seasons.ids) > 0 OR $5::timestamptz IS NOT NULL
+           AS changes_something,
+       scope.player_ids, scope.season_ids, scope.rating_from_at, scope.rating_from_id
 FROM known, own_players, own_seasons,
-     LATERAL stats.message_scope($1::uuid, known.ids, own_players.ids, own_seasons.ids,
+     LATERAL stats.message_scope($1::uuid, $2::bigint[], own_players.ids, own_seasons.ids,
                                  $5::timestamptz) AS scope
 
 -- name: rebuild_scope

@@ -58,11 +58,11 @@ class StatsHandler:
             min(sinces) if sinces else None,
         )
         assert row is not None
-        if not row["known_matches"]:
+        if not row["changes_something"]:
             return None
         return Scope(
             tenant_id=tenant,
-            match_ids=row["known_matches"],
+            match_ids=match_ids,
             player_ids=row["player_ids"] or [],
             season_ids=row["season_ids"] or [],
             rating_from_at=row["rating_from_at"],
