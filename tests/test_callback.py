@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ import asyncpg
 import pytest
 
 from tests.receiver import Receiver, receiving
-from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
+from tests.support import ROOT, prepare_engine_table, running_worker, wait_for, worker_settings
 from worker.app import default_handlers
 from worker.callback import CacheInvalidator, http_client, retry_after_seconds
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
@@ -381,3 +383,24 @@ async def test_a_run_that_fails_still_invalidates_what_it_may_have_committed(
         await send(pool, QUEUE, {"job": "half-done", "fail_times": 9})
         [request] = await receiver.wait_for_requests(1, timeout=10)
     assert request.body == {"tags": ["job:half-done"]}
+
+
+async def test_rebuild_posts_the_tags_of_the_tenants_it_rebuilt(database_url, conn, receiver):
+    league = generate_league(seed=2, tenants=2, players=8, matches=6, side_min=3, side_max=4)
+    await write_clubs(conn, league)
+    await write_scheduled(conn, list(league.matches()))
+    rebuilt = league.tenants[0].id
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker.cli", "rebuild", "--tenant", str(rebuilt),
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": database_url, "CACHE_INVALIDATION_URL": receiver.url,
+             "INTERNAL_SECRET": SECRET, "LOG_FORMAT": "json"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    assert "posted the cache invalidation of every rebuilt tenant" in out.decode()
+    [request] = receiver.requests
+    assert request.body == {"tags": cache_tags([rebuilt])}
+    assert request.headers["authorization"] == f"Bearer {SECRET}"

@@ -182,6 +182,14 @@ class CacheInvalidator:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), idle)
 
+    async def send_due_now(self) -> None:
+        """One attempt at every invalidation due (a command's, e.g. ``rebuild``).
+
+        What fails stays in the table with its next attempt, for a running worker.
+        """
+        if self._url is not None:
+            await self._round()
+
     async def _round(self) -> float:
         """Deliver one batch of submitted or due rows; return how long to idle."""
         submitted = self._take_submitted()

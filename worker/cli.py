@@ -151,6 +151,8 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
     from rich.progress import Progress
 
     from worker import maintenance
+    from worker.callback import CacheInvalidator, http_client
+    from worker.queries import query
 
     async def work(pool: Pool) -> int:
         tenant_ids = await maintenance.tenants(pool, args.tenant)
@@ -158,6 +160,15 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
             bar = progress.add_task("rebuilding", total=len(tenant_ids))
             await maintenance.rebuild(pool, tenant_ids, lambda _: progress.advance(bar))
         print(f"rebuilt the statistics of {len(tenant_ids)} tenant(s)")
+        async with http_client(settings) as client:
+            await CacheInvalidator(pool, settings, client).send_due_now()
+        owed = await pool.fetchval(query("pending_callbacks"))
+        if settings.cache_invalidation_url is None:
+            print("CACHE_INVALIDATION_URL is not set: no cache invalidation posted")
+        elif owed:
+            print(f"{owed} invalidation(s) not delivered yet: a running worker retries them")
+        else:
+            print("posted the cache invalidation of every rebuilt tenant")
         return 0
 
     return _with_pool(settings, work)

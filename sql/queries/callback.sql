@@ -40,3 +40,6 @@ SET attempts = f.attempts,
 FROM unnest($1::bigint[], $2::integer[], $3::double precision[], $4::boolean[])
     AS f(id, attempts, delay_s, give_up)
 WHERE c.id = f.id
+
+-- name: pending_callbacks
+SELECT count(*) FROM stats_worker.callbacks WHERE status = 'pending'
