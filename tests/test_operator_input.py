@@ -12,8 +12,12 @@ import asyncio
 import json
 import random
 
+import asyncpg
 import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests.conftest import scratch_database
 from tests.test_http import AUTH, bare_worker, serving
 from worker.metrics import REGISTRY
 
@@ -125,3 +129,78 @@ async def test_undecodable_and_scalar_bodies_are_shown_not_failed(database_url, 
         assert "nested deeper" in message["undecodable"]
         assert message["raw"].startswith("[[[[") and len(message["raw"]) == 2000
         assert (await client.get(f"/jobs/{scalar}", headers=AUTH)).json()["message"] == 5
+
+
+api_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+api_requests = st.one_of(
+    st.tuples(st.just("GET"), st.just("/jobs"), st.dictionaries(
+        st.sampled_from(["limit", "status", "x"]), api_text, max_size=2), st.none()),
+    st.tuples(st.sampled_from(["GET", "POST"]), st.integers(-5, 10**25).map(
+        lambda i: f"/jobs/{i}" if i % 2 else f"/jobs/{i}/retry"), st.just({}), st.none()),
+    st.tuples(st.just("POST"), st.just("/jobs"), st.just({}), st.one_of(
+        st.binary(max_size=300),
+        st.builds(lambda body, delay, when: json.dumps(
+            {"body": body, "delay_seconds": delay, "run_at": when}).encode(),
+            st.dictionaries(api_text, api_text, max_size=3) | api_text,
+            st.none() | st.floats() | st.integers(-(10**9), 10**12) | api_text,
+            st.none() | st.datetimes(timezones=st.timezones()).map(str) | api_text))),
+    st.tuples(st.just("GET"), st.sampled_from(["/queue", "/health", "/metrics"]),
+              st.just({}), st.none()),
+)  # fmt: skip
+
+
+async def _fuzz_api(database_url: str, requests: list, *, admin_dsn: str | None = None) -> list:
+    """The requests against a worker's app; with ``admin_dsn``, its database cut off first."""
+    async with bare_worker(database_url) as worker, serving(worker) as client:
+        if admin_dsn is not None:
+            await _cut_off(admin_dsn, database_url)
+        answers = []
+        for method, path, params, content in requests:
+            response = await client.request(
+                method, path, params=params, content=content, headers=AUTH
+            )
+            answers.append((method, path, response.status_code))
+        return answers
+
+
+async def _cut_off(admin_dsn: str, database_url: str) -> None:
+    """The database stops taking connections, and the worker's are ended."""
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await admin.close()
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(requests=st.lists(api_requests, min_size=20, max_size=40))
+def test_hypothesis_finds_no_5xx_while_the_database_is_up(database_url, requests):
+    answers = asyncio.run(_fuzz_api(database_url, requests))
+    assert [a for a in answers if a[2] >= 500] == []
+
+
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
+@given(requests=st.lists(api_requests, min_size=20, max_size=40))
+def test_with_the_database_gone_only_503_is_a_5xx(server_dsn, template_database, requests):
+    answers = asyncio.run(_with_a_database_to_lose(server_dsn, template_database, requests))
+    assert [a for a in answers if a[2] >= 500 and a[2] != 503] == []
+    assert {a[2] for a in answers if a[1] == "/health"} <= {503}
+
+
+async def _with_a_database_to_lose(server_dsn: str, template: str, requests: list) -> list:
+    async with scratch_database(server_dsn, template) as url:
+        try:
+            return await _fuzz_api(url, requests, admin_dsn=server_dsn)
+        finally:
+            admin = await asyncpg.connect(server_dsn)
+            try:
+                name = url.rsplit("/", 1)[1]
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            finally:
+                await admin.close()
