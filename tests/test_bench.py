@@ -76,8 +76,16 @@ def assert_report_shape(report: dict[str, Any]) -> None:
         assert_numbers(growth[size]["latency_ms"], SUMMARY)
         assert_steps(growth[size]["aggregations_ms"])
 
+    scale = report["scale_out"]
+    assert [r["processes"] for r in scale] == [1, 2, 4]
+    for r in scale:
+        assert_numbers(r, {"messages", "wall_seconds", "drain_seconds", "per_second",
+                           "recomputes_per_message", "lost", "drift_rows"})  # fmt: skip
+        assert r["drift_rows"] == 0, r  # every round ends exact
+        assert r["messages"] > 0 and r["recomputes_per_message"] > 0
+
     assert_numbers(report["memory"], {"peak_rss_mb", "rss_at_end_mb"})
-    phases = {"load", "latency", "backlog", "queue_overhead"}
+    phases = {"load", "latency", "backlog", "queue_overhead", "scale_out"}
     assert_numbers(report["memory"]["peak_rss_after_mb"], phases)
     assert "ru_maxrss" in report["memory"]["method"]
 

@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("backlog-messages", "messages drained with coalescing"),
         ("one-by-one-messages", "messages drained with coalescing off"),
         ("noop-messages", "messages for the no-op handler and the raw pgmq loop"),
+        ("scale-out-messages", "corrections drained by 1, 2 and 4 worker processes"),
         ("growth-small", "history of the small growth tenant"),
         ("growth-large", "history of the large growth tenant"),
         ("growth-matches", "matches appended to each growth tenant"),

@@ -90,3 +90,23 @@ VACUUM ANALYZE pgmq.{table}
 
 -- name: bench_delete_messages
 SELECT count(*) FROM pgmq.delete($1::text, $2::bigint[])
+
+-- name: bench_scale_out_enqueue
+-- The scale-out backlog: $1 corrections, round-robin over the tenants, the same
+-- matches in the same order every round; returns the first message id.
+WITH counted AS (
+    SELECT m.tenant_id, m.id,
+           row_number() OVER (PARTITION BY m.tenant_id ORDER BY hashint8(m.id), m.id) AS turn
+    FROM public.matches AS m
+    WHERE m.status = 'completed' AND m.team_a_score IS NOT NULL AND m.team_b_score IS NOT NULL
+),
+picked AS (
+    SELECT tenant_id, id FROM counted ORDER BY turn, tenant_id LIMIT $1
+)
+SELECT min(stats.enqueue_match(tenant_id, id)) FROM picked
+
+-- name: bench_scale_out_drain_seconds
+-- First run started to last run finished, over the round's messages.
+SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8
+FROM stats_worker.job_runs
+WHERE msg_id >= $1

@@ -31,6 +31,8 @@ class BenchOptions:
     backlog, because a message costs more the deeper its tenant's backlog (Elo is
     replayed up to the tenant's latest match); see :meth:`one_by_one_tenants`."""
     noop_messages: int = 20000
+    scale_out_messages: int = 750
+    """Corrections drained by 1, 2 and 4 worker processes in turn."""
     growth_small: int = 1000
     """History of the small growth tenant (matches)."""
     growth_large: int = 20000
@@ -51,6 +53,7 @@ class BenchOptions:
             backlog_messages=400,
             one_by_one_messages=200,
             noop_messages=2000,
+            scale_out_messages=120,
             growth_small=100,
             growth_large=1000,
             growth_matches=10,
@@ -67,6 +70,7 @@ class BenchOptions:
     def validate(self) -> None:
         for name in ("tenants", "players", "matches", "season_matches", "latency_matches",
                      "backlog_messages", "one_by_one_messages", "noop_messages",
+                     "scale_out_messages",
                      "growth_small", "growth_large", "growth_matches"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"bench: --{name.replace('_', '-')} must be positive")

@@ -24,6 +24,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         _aggregations(report),
         _throughput(report),
         _growth(report),
+        _scale_out(report),
         _targets(report),
     ):
         console.print(table)
@@ -38,6 +39,21 @@ def render(report: dict[str, Any], console: Console) -> None:
         "[green]all targets hold[/]" if report["all_targets_hold"] else "[red]targets missed[/]"
     )
     console.print(f"Total {report['seconds']:.0f} s — {verdict}")
+
+
+def _scale_out(report: dict[str, Any]) -> Table:
+    table = Table(title="Scale-out: worker processes draining the same backlog")
+    columns = ("processes", "messages", "wall s", "drain s", "msg/s", "recomputes/msg", "lost",
+               "drift rows")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in report["scale_out"]:
+        table.add_row(
+            str(r["processes"]), str(r["messages"]), f"{r['wall_seconds']:.2f}",
+            f"{r['drain_seconds']:.2f}", f"{r['per_second']:.1f}",
+            f"{r['recomputes_per_message']:.3f}", str(r["lost"]), str(r["drift_rows"]),
+        )  # fmt: skip
+    return table
 
 
 def _latency(report: dict[str, Any]) -> Table:

@@ -15,6 +15,7 @@ from worker.bench.latency import RawLatency, WorkerLatency
 from worker.bench.loader import BACKLOG, ONE_BY_ONE, LoadReport
 from worker.bench.options import BenchOptions
 from worker.bench.samples import summary_ms
+from worker.bench.scale_out import Round
 from worker.bench.throughput import Drained
 from worker.queries import migrations
 from worker.settings import Settings
@@ -50,6 +51,7 @@ class Results:
     one_by_one: Drained = field(default_factory=Drained.none)
     noop: Drained = field(default_factory=Drained.none)
     raw_loop: Drained = field(default_factory=Drained.none)
+    scale_out: list[Round] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     peak_rss_after_mb: dict[str, float] = field(default_factory=dict)
     """The high-water mark as each phase ended (it only grows)."""
@@ -165,6 +167,7 @@ def as_json(results: Results) -> dict[str, Any]:
             "coalesce": settings.coalesce,
             "pool_max_size": settings.pool_max_size,
         },
+        "scale_out": [r.as_json() for r in results.scale_out],
         "league": {
             "tenants": options.tenants,
             "players_per_tenant": options.players,

@@ -29,7 +29,7 @@ from rich.progress import (
 
 from worker import database
 from worker.app import running_worker
-from worker.bench import latency, throughput
+from worker.bench import latency, scale_out, throughput
 from worker.bench.child import load_in_child
 from worker.bench.harness import StatsHandlers, phase_size
 from worker.bench.latency import RawLatency
@@ -70,7 +70,7 @@ async def run_bench(
                 results.settings = under_test
                 bench = _Bench(results, under_test, dsn, pool, receiver, progress)
                 results.peak_rss_after_mb["load"] = peak_rss_mb()
-                for phase in (bench.latency, bench.backlog, bench.queue_overhead):
+                for phase in (bench.latency, bench.backlog, bench.queue_overhead, bench.scale_out):
                     await phase()
                     results.peak_rss_after_mb[phase.__name__] = peak_rss_mb()
     results.peak_rss_mb = peak_rss_mb()
@@ -173,6 +173,16 @@ class _Bench:
                 self.results.backlog = drained
             else:
                 self.results.one_by_one = drained
+
+    async def scale_out(self) -> None:
+        count = self.results.options.scale_out_messages
+        tick = self._task("scale-out: 1, 2 and 4 worker processes", len(scale_out.PROCESS_COUNTS))
+        self.results.scale_out = []
+        for processes in scale_out.PROCESS_COUNTS:
+            self.results.scale_out.append(
+                await scale_out.one_round(self.settings, self.dsn, self.pool, processes, count)
+            )
+            tick()
 
     async def queue_overhead(self) -> None:
         """The no-op worker may read a whole batch: its concurrency is the batch size."""
