@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import scratch_database
 from tests.test_http import AUTH, bare_worker, serving
+from worker.http import REQUEST_HEAD_SECONDS
 from worker.metrics import REGISTRY
 
 ODD_TEXT = ["", "²", "٣", "1e3", "-1", "0", "9" * 30, "\u0000", "%00", "50 ", "NaN", "☃", "0x10"]
@@ -204,3 +205,31 @@ async def _with_a_database_to_lose(server_dsn: str, template: str, requests: lis
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             finally:
                 await admin.close()
+
+
+async def test_a_connection_that_trickles_its_request_head_is_closed(database_url):
+    async with bare_worker(database_url) as worker, serving(worker) as client:
+        url = httpx.URL(str(client.base_url))
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        started = asyncio.get_running_loop().time()
+        closed = False
+        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 60:
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                closed = True
+                break
+            if reader.at_eof():
+                closed = True
+                break
+            try:
+                if await asyncio.wait_for(reader.read(1), timeout=0.25) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        writer.close()
+        took = asyncio.get_running_loop().time() - started
+    assert closed, "a trickled request head kept its connection open"
+    assert took < REQUEST_HEAD_SECONDS + 3

@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from worker import jobs, metrics
 from worker.queue import Queue, QueueDepth, send
@@ -56,6 +57,9 @@ REQUEST_BODY_SECONDS = 10.0
 MAX_CONNECTIONS = 100
 """Concurrent HTTP connections; uvicorn answers 503 beyond it."""
 IDLE_CONNECTION_SECONDS = 5
+REQUEST_HEAD_SECONDS = 10.0
+"""A connection that has not sent a whole request head this long after it opened
+(or after its last response) is closed."""
 MAX_MSG_ID = 2**63 - 1
 AUTH_FAILURES_ALLOWED = 10
 AUTH_FAILURE_WINDOW_SECONDS = 60.0
@@ -397,6 +401,31 @@ def _bind(host: str, port: int, *, dual_stack: bool) -> socket.socket:
     return sock
 
 
+class _BoundedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request head.
+
+    uvicorn closes a connection idle between requests, but one that never sends
+    a whole request (or trickles its headers a byte at a time) would stay open
+    for ever. Each request's head must now arrive within REQUEST_HEAD_SECONDS.
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def _arm_head_deadline(self) -> None:
+        waiting_for = self.cycle
+        self.loop.call_later(REQUEST_HEAD_SECONDS, self._head_overdue, waiting_for)
+
+    def _head_overdue(self, waiting_for: object) -> None:
+        if self.cycle is waiting_for and not self.transport.is_closing():
+            self.transport.close()  # no new request began since the deadline was set
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn that leaves the signals alone and says when it listens."""
 
@@ -434,7 +463,7 @@ async def serve(
 
     config = uvicorn.Config(
         app,
-        http="h11",
+        http=_BoundedH11,
         ws="none",
         lifespan="off",
         log_config=None,
