@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -17,7 +18,14 @@ import asyncpg
 import pytest
 
 from tests.receiver import Receiver, receiving
-from tests.support import ROOT, prepare_engine_table, running_worker, wait_for, worker_settings
+from tests.support import (
+    ROOT,
+    prepare_engine_table,
+    running_worker,
+    start_worker_process,
+    wait_for,
+    worker_settings,
+)
 from worker.app import default_handlers
 from worker.callback import CacheInvalidator, http_client, retry_after_seconds
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
@@ -404,3 +412,33 @@ async def test_rebuild_posts_the_tags_of_the_tenants_it_rebuilt(database_url, co
     [request] = receiver.requests
     assert request.body == {"tags": cache_tags([rebuilt])}
     assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+async def test_a_worker_killed_mid_recompute_still_owes_the_invalidation(database_url, conn, pool):
+    """Written before the work starts, the invalidation survives the worker's death."""
+    await prepare_engine_table(database_url)
+    process = start_worker_process(database_url)
+    try:
+        await send(pool, QUEUE, {"job": "doomed", "sleep": 30})
+        await wait_for(lambda: _job_started(conn, "doomed"), timeout=20)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+    [owed] = await conn.fetch(
+        "SELECT tags, status, next_attempt_at > now() AS later FROM stats_worker.callbacks"
+    )
+    assert owed["tags"] == ["job:doomed"] and owed["status"] == "pending" and owed["later"]
+
+
+async def test_a_settled_run_leaves_no_write_ahead_row(database_url, conn, pool, receiver):
+    await prepare_engine_table(database_url)
+    async with running_worker(callback_settings(database_url, receiver)):
+        await send(pool, QUEUE, {"job": "fine"})
+        await receiver.wait_for_requests(1, timeout=10)
+        await wait_for(lambda: _no_callbacks(conn))
+    assert [r.body for r in receiver.requests] == [{"tags": ["job:fine"]}]
+
+
+async def _job_started(conn, job: str) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) FROM engine_runs WHERE job = $1", job))

@@ -266,14 +266,22 @@ class Consumer:
         self._runs.update((run.msg_id, run) for run in runs)
         self._settler.started(runs)
         alone = False
+        payloads = [payload for _, payload in group]
+        reserved: int | None = None
         try:
-            tags = await self._handler.run([payload for _, payload in group])
+            reserved = await self._settler.reserve(
+                [m.msg_id for m, _ in group], self._handler.owed_tags(payloads)
+            )
+            tags = await self._handler.run(payloads)
         except asyncio.CancelledError:
+            # Its write-ahead invalidation stays: part of the work may have committed.
             self._release(runs, "interrupted by shutdown")
             raise
         except Exception as exc:
             self._finish(runs, started)
-            self._settler.owe(self._handler.owed_tags([payload for _, payload in group]))
+            # Same batch as what follows: the tags move from the write-ahead row to it.
+            self._settler.release(reserved)
+            self._settler.owe(self._handler.owed_tags(payloads))
             if len(group) > 1 and not self._stopping:
                 # One bad message must not take the others with it: each runs
                 # alone now, and only its own failure counts against it.
@@ -289,6 +297,7 @@ class Consumer:
                 self._failed_all(group, runs, exc)
         else:
             self._finish(runs, started)
+            self._settler.release(reserved)
             self._settler.succeeded(runs, tags)
             self._outcomes["succeeded"].inc(len(runs))
             if log.isEnabledFor(logging.INFO):

@@ -30,6 +30,8 @@ RUNNING_RECORD_DELAY_SECONDS = 0.5
 get one record, at their outcome, instead of two."""
 
 CALLBACK_LEASE_SECONDS = 30.0
+RESERVATION_SECONDS = 120.0
+"""When a write-ahead invalidation falls due if no settle took its place (a crash)."""
 """How long a new invalidation is reserved for this process before others may send it."""
 
 
@@ -60,14 +62,18 @@ class _Batch:
     retries: dict[int, float] = field(default_factory=dict)
     dead: list[int] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)
+    released: list[int] = field(default_factory=list)
+    """Write-ahead invalidations whose tags this batch now owes itself."""
 
     def __bool__(self) -> bool:
-        return bool(self.runs or self.acks or self.retries or self.dead or self.tags)
+        return bool(
+            self.runs or self.acks or self.retries or self.dead or self.tags or self.released
+        )
 
     def halves(self) -> list[_Batch]:
         """The cache tags alone, then each half of the outcomes (see Settler._write_apart)."""
         ids = list(self.runs)
-        parts = [_Batch(tags=self.tags)]
+        parts = [_Batch(tags=self.tags, released=self.released)]
         for half in (ids[: len(ids) // 2], ids[len(ids) // 2 :]):
             chosen = set(half)
             parts.append(
@@ -124,6 +130,21 @@ class Settler:
             self._pending.acks.append(run.msg_id)
         self._pending.tags.update(tags)
         self._kick()
+
+    async def reserve(self, msg_ids: Sequence[int], tags: Sequence[str]) -> int | None:
+        """Record ``tags`` as owed before a run may change anything (see reserve_invalidation)."""
+        if not tags:
+            return None
+        reserved: int = await self._pool.fetchval(
+            query("reserve_invalidation"), list(msg_ids), RESERVATION_SECONDS, list(tags)
+        )
+        return reserved
+
+    def release(self, reserved: int | None) -> None:
+        """The run's outcome carries its tags now: its write-ahead row goes with the settle."""
+        if reserved is not None:
+            self._pending.released.append(reserved)
+            self._kick()
 
     def owe(self, tags: Sequence[str]) -> None:
         """Tags owed whatever the outcome (a failed run may have committed part of its work)."""
@@ -227,6 +248,7 @@ class Settler:
         batch.retries.update(newer.retries)
         batch.dead.extend(newer.dead)
         batch.tags.update(newer.tags)
+        batch.released.extend(newer.released)
         self._pending = batch
         self._wake.set()
 
@@ -256,6 +278,7 @@ class Settler:
                 CALLBACK_LEASE_SECONDS,
                 [r.read_ct for r in runs],
                 [r.failures for r in runs],
+                batch.released,
             )
         assert row is not None
         if row["callback_id"] is not None and self.on_invalidation is not None:

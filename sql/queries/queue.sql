@@ -69,6 +69,11 @@ dead AS (
     SELECT 1 FROM pgmq.archive($1, ARRAY(
         SELECT a FROM unnest($15::bigint[]) AS a WHERE a IN (SELECT msg_id FROM owned)))
 ),
+released AS (
+    -- Write-ahead invalidations of these runs ($20, see reserve_invalidation):
+    -- the row above or below now carries their tags.
+    DELETE FROM stats_worker.callbacks WHERE id = ANY($20::bigint[]) RETURNING 1
+),
 invalidation AS (
     INSERT INTO stats_worker.callbacks (msg_ids, tags, next_attempt_at)
     SELECT $12::bigint[], $16::text[], now() + make_interval(secs => $17::double precision)
@@ -80,7 +85,18 @@ SELECT (SELECT count(*) FROM runs) AS runs,
        (SELECT coalesce(n, 0) FROM retried) AS retried,
        (SELECT count(*) FROM dead) AS dead,
        (SELECT id FROM invalidation) AS callback_id,
+       (SELECT count(*) FROM released) AS released,
        ARRAY(SELECT msg_id FROM owned) AS owned
+
+-- name: reserve_invalidation
+-- Written (and committed) before a recompute touches a statistic: the tags it
+-- may owe, due only after $2 seconds. The settle that follows deletes it in the
+-- transaction that writes the real invalidation; a worker that dies in between
+-- leaves it, and it is sent once due: a committed change is never left
+-- uninvalidated.
+INSERT INTO stats_worker.callbacks (msg_ids, tags, next_attempt_at)
+VALUES ($1::bigint[], $3::text[], now() + make_interval(secs => $2::double precision))
+RETURNING id
 
 -- name: notify_probe
 -- The listener's proof that it hears its channel: a NOTIFY it must receive back.
