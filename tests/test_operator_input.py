@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -166,7 +167,7 @@ async def _fuzz_api(database_url: str, requests: list, *, admin_dsn: str | None 
 
 async def _cut_off(admin_dsn: str, database_url: str) -> None:
     """The database stops taking connections, and the worker's are ended."""
-    name = database_url.rsplit("/", 1)[1]
+    name = urlsplit(database_url).path.lstrip("/")
     admin = await asyncpg.connect(admin_dsn)
     try:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
@@ -201,7 +202,7 @@ async def _with_a_database_to_lose(server_dsn: str, template: str, requests: lis
         finally:
             admin = await asyncpg.connect(server_dsn)
             try:
-                name = url.rsplit("/", 1)[1]
+                name = urlsplit(url).path.lstrip("/")
                 await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             finally:
                 await admin.close()
