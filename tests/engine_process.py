@@ -8,13 +8,13 @@ import sys
 from tests.support import engine_handlers
 from worker.app import run_worker
 from worker.logs import configure_logging
-from worker.redact import Redactor, secret_values
+from worker.redact import Redactor
 from worker.settings import load_settings
 
 
 def main() -> int:
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format, Redactor(secret_values(settings)))
+    configure_logging(settings.log_level, settings.log_format, Redactor.of(settings))
     assert settings.database_url is not None
     asyncio.run(
         run_worker(

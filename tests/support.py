@@ -23,6 +23,7 @@ from worker.app import Worker
 from worker.database import Pool
 from worker.errors import MalformedMessage
 from worker.handlers import HandlerRegistry, Subject
+from worker.league import League, complete_match, write_clubs, write_scheduled
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +150,28 @@ async def running_worker(
     dsn = settings.database_url.get_secret_value()
     async with app.running_worker(settings, dsn, handlers) as (worker, _):
         yield worker
+
+
+async def drain_stats(database_url: str, **overrides: Any) -> None:
+    """The real stats worker in this event loop until the queue is empty."""
+    await asyncio.wait_for(
+        app.run_worker(
+            worker_settings(database_url, **overrides),
+            database_url,
+            handlers=app.default_handlers,
+            until_empty=True,
+            install_signal_handlers=False,
+        ),
+        timeout=120,
+    )
+
+
+async def play_league(connection: asyncpg.Connection, league: League) -> None:
+    """Clubs, then every match scheduled and completed the app's way (one message each)."""
+    await write_clubs(connection, league)
+    await write_scheduled(connection, list(league.matches()))
+    for match in league.matches():
+        await complete_match(connection, match)
 
 
 def start_worker_process(database_url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

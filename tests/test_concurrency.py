@@ -22,8 +22,8 @@ from pathlib import Path
 import asyncpg
 
 from tests import reference
-from tests.support import ROOT, wait_for
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from tests.support import ROOT, play_league, wait_for
+from worker.league import generate_league
 from worker.maintenance import verify
 
 CORRECTIONS = 300
@@ -122,11 +122,7 @@ async def test_three_workers_and_a_busy_app_end_exact_and_never_settle_a_lost_me
 ):
     rng = random.Random(77)
     league = generate_league(seed=77, tenants=2, players=12, matches=40, side_min=3, side_max=6)
-    await write_clubs(conn, league)
-    matches = list(league.matches())
-    await write_scheduled(conn, matches)
-    for match in matches:
-        await complete_match(conn, match)
+    await play_league(conn, league)
     tenants = {
         t.id: {"matches": [m.id for m in t.matches], "players": list(t.players),
                "seasons": list(t.seasons)}

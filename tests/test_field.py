@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from tests import reference
-from tests.support import dsn_for_database, run_cli, running_worker, worker_settings
+from tests.support import dsn_for_database, play_league, run_cli, running_worker, worker_settings
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.migrate import pgmq_sql_path
 from worker.queries import migrations
@@ -32,10 +32,7 @@ async def _play_history(conn: asyncpg.Connection, *, seed: int, tenants: int, ma
     league = generate_league(
         seed=seed, tenants=tenants, players=14, matches=matches, side_min=3, side_max=6
     )
-    await write_clubs(conn, league)
-    await write_scheduled(conn, list(league.matches()))
-    for match in league.matches():
-        await complete_match(conn, match)
+    await play_league(conn, league)
     counted: int = await conn.fetchval(
         "SELECT count(*) FROM matches WHERE status = 'completed' "
         "AND team_a_score IS NOT NULL AND team_b_score IS NOT NULL"
@@ -107,6 +104,17 @@ async def _roles(server_dsn: str) -> AsyncIterator[tuple[str, str]]:
         await admin.close()
 
 
+async def _drain_exactly(dsn: str) -> None:
+    """``run --until-empty`` as that role, then the statistics equal the reference."""
+    drained = run_cli(dsn, "run", "--until-empty", PORT="0")
+    assert drained.returncode == 0, drained.stderr
+    conn = await asyncpg.connect(dsn)
+    try:
+        await reference.assert_stats_match_reference(conn)
+    finally:
+        await conn.close()
+
+
 def _as(dsn: str, role: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
@@ -151,13 +159,7 @@ async def test_a_non_superuser_owner_migrates_and_runs_while_an_app_role_plays(s
         migrated = run_cli(owner_dsn, "migrate", STATS_READ_ROLES=app)
         assert migrated.returncode == 0, migrated.stderr
         await _app_plays(app_dsn, owner_dsn, app)
-        drained = run_cli(owner_dsn, "run", "--until-empty", PORT="0")
-        assert drained.returncode == 0, drained.stderr
-        conn = await asyncpg.connect(owner_dsn)
-        try:
-            await reference.assert_stats_match_reference(conn)
-        finally:
-            await conn.close()
+        await _drain_exactly(owner_dsn)
         # STATS_READ_ROLES: the app reads the statistics, not the worker's bookkeeping.
         reader = await asyncpg.connect(app_dsn)
         try:
@@ -195,13 +197,7 @@ async def test_pgmq_of_a_superuser_names_the_grant_then_works_once_granted(
         migrated = run_cli(owner_dsn, "migrate")
         assert migrated.returncode == 0, migrated.stderr
         await _app_plays(_as(database, app), owner_dsn, app)
-        drained = run_cli(owner_dsn, "run", "--until-empty", PORT="0")
-        assert drained.returncode == 0, drained.stderr
-        conn = await asyncpg.connect(owner_dsn)
-        try:
-            await reference.assert_stats_match_reference(conn)
-        finally:
-            await conn.close()
+        await _drain_exactly(owner_dsn)
 
 
 async def test_the_worker_reads_committed_whatever_the_database_default(database_url, conn):

@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import reference
-from tests.support import worker_settings
-from worker.app import default_handlers, run_worker
+from tests.support import drain_stats
 from worker.database import init_connection
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 
@@ -94,14 +93,7 @@ async def _round(database_url: str, raw_bodies: list[str], good: int) -> None:
         ]
         for match in list(LEAGUE.matches())[good : good + 3]:
             await complete_match(conn, match)
-        settings_ = worker_settings(database_url, concurrency=2, max_attempts=2)
-        await asyncio.wait_for(
-            run_worker(
-                settings_, database_url, handlers=default_handlers, until_empty=True,
-                install_signal_handlers=False,
-            ),
-            timeout=120,
-        )  # fmt: skip
+        await drain_stats(database_url, concurrency=2, max_attempts=2)
         runs = {
             r["msg_id"]: r
             for r in await conn.fetch(

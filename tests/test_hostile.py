@@ -17,29 +17,23 @@ import asyncpg
 
 from tests import reference
 from tests.receiver import Receiver, receiving
-from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
-from worker.app import default_handlers, run_worker
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from tests.support import (
+    drain_stats,
+    play_league,
+    prepare_engine_table,
+    running_worker,
+    wait_for,
+    worker_settings,
+)
+from worker.league import generate_league
 from worker.outcomes import JobRun, Settler
 from worker.queue import send
 
 QUEUE = "stats_updates"
 
 
-async def _drain(database_url: str, receiver: Receiver) -> None:
-    settings = worker_settings(
-        database_url, concurrency=2, max_attempts=2, cache_invalidation_url=receiver.url
-    )
-    await asyncio.wait_for(
-        run_worker(
-            settings,
-            database_url,
-            handlers=default_handlers,
-            until_empty=True,
-            install_signal_handlers=False,
-        ),
-        timeout=120,
-    )
+def _settings(receiver: Receiver) -> dict[str, object]:
+    return {"concurrency": 2, "max_attempts": 2, "cache_invalidation_url": receiver.url}
 
 
 async def _send_raw(conn: asyncpg.Connection, body: str) -> int:
@@ -50,11 +44,7 @@ async def _send_raw(conn: asyncpg.Connection, body: str) -> int:
 
 async def _league(conn: asyncpg.Connection) -> tuple[uuid.UUID, uuid.UUID, list[int]]:
     league = generate_league(seed=3, tenants=2, players=10, matches=12, side_min=3, side_max=5)
-    await write_clubs(conn, league)
-    matches = list(league.matches())
-    await write_scheduled(conn, matches)
-    for match in matches:
-        await complete_match(conn, match)
+    await play_league(conn, league)
     first, second = league.tenants
     return first.id, second.id, [m.id for m in first.matches]
 
@@ -68,7 +58,7 @@ async def _hostile_bodies_in_a_live_league(
     database_url: str, conn: asyncpg.Connection, receiver: Receiver
 ) -> None:
     tenant, other, matches = await _league(conn)
-    await _drain(database_url, receiver)
+    await drain_stats(database_url, **_settings(receiver))
     receiver.requests.clear()
     other_player = await conn.fetchval("SELECT min(id) FROM players WHERE tenant_id = $1", other)
     prefix = f'{{"tenant_id": "{tenant}", "match_id": {matches[0]}'
@@ -95,7 +85,7 @@ async def _hostile_bodies_in_a_live_league(
         "SELECT * FROM stats.player_marks WHERE tenant_id = $1 ORDER BY stat, player_id", other
     )
 
-    await _drain(database_url, receiver)
+    await drain_stats(database_url, **_settings(receiver))
 
     runs = {
         r["msg_id"]: r

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import asyncpg
 
 from tests import reference
-from tests.support import worker_settings
-from worker.app import default_handlers, run_worker
+from tests.support import drain_stats
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.maintenance import rebuild, verify
 
 PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)
-
-
-async def _drain(database_url: str, **overrides: object) -> None:
-    settings = worker_settings(database_url, concurrency=4, **overrides)
-    await asyncio.wait_for(
-        run_worker(
-            settings,
-            database_url,
-            handlers=default_handlers,
-            until_empty=True,
-            install_signal_handlers=False,
-        ),
-        timeout=120,
-    )
 
 
 async def test_the_worker_drains_a_league_and_its_corrections_to_the_reference(
@@ -39,7 +23,7 @@ async def test_the_worker_drains_a_league_and_its_corrections_to_the_reference(
     await write_scheduled(conn, matches)
     for match in matches:
         await complete_match(conn, match)
-    await _drain(database_url)  # coalescing on: a tenant's messages merge
+    await drain_stats(database_url, concurrency=4)  # coalescing on: a tenant's messages merge
     await reference.assert_stats_match_reference(conn)
 
     first, second, third, fourth = [m for m in matches if m.status == "completed"][:4]
@@ -64,7 +48,7 @@ async def test_the_worker_drains_a_league_and_its_corrections_to_the_reference(
         timedelta(days=400),
     )
     await conn.execute("DELETE FROM matches WHERE id = $1", matches[-1].id)
-    await _drain(database_url, coalesce=False)
+    await drain_stats(database_url, concurrency=4, coalesce=False)
     await reference.assert_stats_match_reference(conn)
 
     for tenant in league.tenants:
@@ -77,7 +61,7 @@ async def test_verify_reports_drift_and_rebuild_repairs_it(database_url, conn, p
     await write_scheduled(conn, list(league.matches()))
     for match in league.matches():
         await complete_match(conn, match)
-    await _drain(database_url)
+    await drain_stats(database_url, concurrency=4)
     tenant = league.tenants[0].id
     assert await verify(pool, tenant) == []
 

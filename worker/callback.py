@@ -30,7 +30,7 @@ from worker.consumer import backoff_seconds
 from worker.database import DATABASE_ERRORS, Pool
 from worker.outcomes import CALLBACK_LEASE_SECONDS, Invalidation
 from worker.queries import query
-from worker.redact import Redactor, secret_values
+from worker.redact import Redactor
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class CacheInvalidator:
         self._client = client
         self._url = settings.cache_invalidation_url
         secret = settings.internal_secret.get_secret_value() if settings.internal_secret else ""
-        self._redact = Redactor(secret_values(settings))
+        self._redact = Redactor.of(settings)
         self._headers = {"Authorization": f"Bearer {secret}"} if secret else {}
         self._timeout = settings.callback_timeout_seconds
         self._max_attempts = settings.callback_max_attempts

@@ -17,7 +17,7 @@ from worker import database, jobs
 from worker.database import Pool
 from worker.logs import configure_logging
 from worker.migrate import MigrateError
-from worker.redact import Redactor, secret_values
+from worker.redact import Redactor
 from worker.settings import Settings, SettingsError, load_settings
 from worker.startup import DatabaseUnreachable, wait_for_database
 
@@ -143,7 +143,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
         database=args.database,
     )
     # The demo prints its own story; the worker's per-message lines would drown it.
-    configure_logging("WARNING", settings.log_format, Redactor(secret_values(settings)))
+    configure_logging("WARNING", settings.log_format, Redactor.of(settings))
     return run_demo(settings, options, Console())
 
 
@@ -204,7 +204,7 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, An
         **{name.removeprefix("bench_"): value for name, value in sizes.items()}
     )
     # The report is the output; the worker's per-message lines would drown it.
-    configure_logging("WARNING", settings.log_format, Redactor(secret_values(settings)))
+    configure_logging("WARNING", settings.log_format, Redactor.of(settings))
     json_path = Path(args.json) if args.json else None
     return run_bench(settings, options, Console(), json_path)
 
@@ -219,7 +219,7 @@ def cmd_soak(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
     if args.minutes <= 0:
         raise CommandError("--minutes must be above 0")
     # The flaky app makes every other invalidation a warning: only errors would matter here.
-    configure_logging("ERROR", settings.log_format, Redactor(secret_values(settings)))
+    configure_logging("ERROR", settings.log_format, Redactor.of(settings))
     return run_soak(settings, args.minutes, Console(), Path(args.json) if args.json else None)
 
 
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"stats-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    redact = Redactor(secret_values(settings))
+    redact = Redactor.of(settings)
     configure_logging(settings.log_level, settings.log_format, redact)
     try:
         exit_code: int = asyncio.run(args.handler(settings, args))

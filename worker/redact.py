@@ -64,6 +64,11 @@ def _path_tails(url: str) -> list[str]:
 
 
 class Redactor:
+    @classmethod
+    def of(cls, settings: Settings) -> Redactor:
+        """The redactor of every secret ``settings`` hold."""
+        return cls(secret_values(settings))
+
     def __init__(self, secrets: Iterable[str]) -> None:
         forms = set()
         for secret in secrets:
