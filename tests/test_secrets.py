@@ -11,15 +11,15 @@ and URL-encoded.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 
 from tests.receiver import receiving
-from tests.support import process_log, start_worker_process, wait_for
+from tests.support import prepare_engine_table, process_log, start_worker_process, wait_for
 from worker.queue import send
 
 PASSWORD = "pw#with@odd/chars:and%percent"
@@ -42,6 +42,7 @@ def _free_port() -> int:
 
 
 async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool):
+    await prepare_engine_table(database_url)
     secrets = [PASSWORD, INTERNAL_SECRET, ADMIN_TOKEN, WEBHOOK_SECRET]
     echo = " ".join(secrets)
     async with receiving() as receiver:
@@ -67,6 +68,7 @@ async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool
             await send(pool, QUEUE, {"not": "an engine job"})  # dead letter → alert
             await send(pool, QUEUE, {"job": "fails", "fail_times": 5})
             await wait_for(lambda: _requests_at_least(receiver, 4), timeout=30)
+            await wait_for(lambda: _dead_lettered(conn), timeout=30)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 for guess in (ADMIN_TOKEN[:-1], f"{ADMIN_TOKEN}x", "nothing"):
                     await client.get("/jobs", headers={"Authorization": f"Bearer {guess}"})
@@ -75,9 +77,8 @@ async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = 'stats-worker' AND pid <> pg_backend_pid()"
             )
-            await asyncio.sleep(1.5)
-            await send(pool, QUEUE, {"job": "after-reconnect"})
-            await asyncio.sleep(1.5)
+            after = await send(pool, QUEUE, {"job": "after-reconnect"})
+            await wait_for(lambda: _succeeded(conn, after), timeout=30)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
@@ -91,6 +92,19 @@ async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool
     )
     for secret in secrets:
         assert secret not in stored
+
+
+async def _dead_lettered(conn: asyncpg.Connection) -> bool:
+    return bool(
+        await conn.fetchval("SELECT count(*) FROM stats_worker.job_runs WHERE status = 'dead'")
+    )
+
+
+async def _succeeded(conn: asyncpg.Connection, msg_id: int) -> bool:
+    status = await conn.fetchval(
+        "SELECT status FROM stats_worker.job_runs WHERE msg_id = $1", msg_id
+    )
+    return bool(status == "succeeded")
 
 
 async def _requests_at_least(receiver: object, count: int) -> bool:
