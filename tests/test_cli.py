@@ -189,9 +189,15 @@ async def test_run_waits_for_a_database_that_comes_up_late(database_url):
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    await asyncio.sleep(1.5)
+    assert process.stderr is not None
+    early = b""
+    while b"database not reachable yet" not in early:  # the first try has failed
+        line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
+        assert line, early.decode()
+        early += line
     async with tcp_proxy(port, _upstream(database_url)):
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    stderr = early + stderr
     assert process.returncode == 0, stderr.decode()
     records, lines = _split_stderr(stderr.decode())
     assert lines == []

@@ -207,3 +207,68 @@ async def test_the_harness_really_holds_the_recompute(database_url, conn):
                 assert not await _queue_empty(conn)
     finally:
         await holder.close()
+
+
+def _unannounced(change: Change) -> Change:
+    """``change`` made with the app's triggers off, then a bare message for the match.
+
+    A bare ``{"tenant_id", "match_id"}`` (a hand-sent ``enqueue_match``, a
+    retry) names no player or season: what the statistics still hold of the
+    match's old state can then only come from their own bookkeeping.
+    """
+
+    async def apply(conn: asyncpg.Connection) -> None:
+        await conn.execute("SET session_replication_role = replica")
+        try:
+            await change(conn)
+        finally:
+            await conn.execute("RESET session_replication_role")
+        await conn.execute("SELECT stats.enqueue_match($1, $2)", T, TARGET)
+
+    return apply
+
+
+UNANNOUNCED = (
+    "cancel_then_drop_a_player",
+    "drop_a_player",
+    "move_a_player_to_another_match",
+    "move_season",
+    "move_date_before_history",
+)
+
+
+@pytest.mark.parametrize("step", ["hall_of_fame", "player_ratings"])
+@pytest.mark.parametrize("change", UNANNOUNCED)
+async def test_bookkeeping_alone_finds_what_a_held_back_recompute_applied(
+    database_url, conn, pool, change, step
+):
+    await _league(conn, two_sided=False)
+    await _settle(database_url, conn)
+    await _complete(conn, TARGET)
+    await _held_while(database_url, conn, step, _unannounced(CHANGES[change]))
+    await reference.assert_stats_match_reference(conn)
+    assert await verify(pool, T) == []
+
+
+async def test_each_statistic_records_the_lineup_it_applied(database_url, conn):
+    """The record of a committed statistic keeps the lineup it used, not a later one."""
+    await _league(conn, two_sided=False)
+    await _settle(database_url, conn)
+    await _complete(conn, TARGET)
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('stats.hall_of_fame'), hashtext($1))", str(T)
+            )
+            async with running_worker(worker_settings(database_url), default_handlers):
+                await wait_for(lambda: _a_step_waits(conn), timeout=20)
+                await CHANGES["drop_a_player"](conn)
+                recorded = await conn.fetch(
+                    "SELECT stat, player_ids FROM stats.applied_by_stat WHERE match_id = $1",
+                    TARGET,
+                )
+    finally:
+        await holder.close()
+    assert len(recorded) == 9
+    assert {tuple(r["player_ids"]) for r in recorded} == {tuple(PLAYERS)}

@@ -161,7 +161,7 @@ async def reset(conn: asyncpg.Connection) -> None:
             stats.personal_bests, stats.hall_of_fame, stats.match_reports,
             stats.player_form, stats.player_streaks, stats.partnerships,
             stats.season_leaderboards, stats.milestones, stats.player_ratings,
-            stats.rating_steps, stats.applied_matches, stats.player_marks;
+            stats.rating_steps, stats.applied_by_stat, stats.player_marks;
         SELECT pgmq.purge_queue('stats_updates');
         """
     )

@@ -482,7 +482,11 @@ async def test_cancelled_uncancelled_and_deleted(conn: asyncpg.Connection):
     await conn.execute("DELETE FROM matches WHERE id = 1")
     await settle(conn)
     assert set((await player_rows(conn, 3)).values()) == {0}
-    assert await conn.fetchval("SELECT count(*) FROM stats.applied_matches") == 1
+    # Each statistic that reads the matches forgot the deleted one, and only it.
+    recorded = await conn.fetch(
+        "SELECT match_id, count(*) FROM stats.applied_by_stat GROUP BY 1 ORDER BY 1"
+    )
+    assert [tuple(r) for r in recorded] == [(2, 9)]
 
 
 async def test_moved_to_another_season_and_date(conn: asyncpg.Connection):

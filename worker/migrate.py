@@ -5,7 +5,9 @@ transaction pooler: the schema part is one transaction under a
 transaction-scoped advisory lock (a session lock would stay with whichever
 server connection a pooler handed out). pgmq is installed only when absent and
 never upgraded; each migration applies once, recorded in
-``stats_worker.schema_migrations``. Then, outside that transaction, the indexes
+``stats_worker.schema_migrations``; then each file of ``sql/stats`` (the
+statistics' functions) whose checksum differs from the one recorded in
+``stats_worker.stat_definitions`` is applied again. Then, outside that transaction, the indexes
 the statistics need on the app's tables are built ``CONCURRENTLY`` (the app
 keeps writing), and tenants whose completed matches have no statistics yet are
 backfilled one at a time.
@@ -26,7 +28,7 @@ import asyncpg
 
 from worker.backfill import backfill_pending
 from worker.database import Connection
-from worker.queries import migrations, query
+from worker.queries import migrations, query, stat_definitions
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class MigrationReport:
     """How pgmq got here: 'present (…)', 'extension …' or 'sql-only …'."""
     queue_created: bool = False
     applied: list[str] = field(default_factory=list)
+    definitions: list[str] = field(default_factory=list)
+    """The files of ``sql/stats`` applied because they were new or had changed."""
     indexes_created: list[str] = field(default_factory=list)
     backfilled_tenants: int = 0
     moved_from_queue: str | None = None
@@ -84,6 +88,22 @@ async def apply_migrations(connection: Connection) -> list[str]:
         await connection.execute(migration.sql)
         await connection.execute(query("record_migration"), migration.version, migration.name)
         newly_applied.append(migration.name)
+    return newly_applied
+
+
+async def apply_stat_definitions(connection: Connection) -> list[str]:
+    await connection.execute(query("create_stat_definitions_table"))
+    rows = await connection.fetch(query("stat_definition_checksums"))
+    recorded: dict[str, str] = {row["name"]: row["checksum"] for row in rows}
+    newly_applied = []
+    for definition in stat_definitions():
+        if recorded.get(definition.name) == definition.checksum:
+            continue
+        await connection.execute(definition.sql)
+        await connection.execute(
+            query("record_stat_definition"), definition.name, definition.checksum
+        )
+        newly_applied.append(definition.name)
     return newly_applied
 
 
@@ -137,11 +157,14 @@ async def _migrate_schema(
         report.moved_from_queue = await check_queue_identity(connection, queue_name, move_queue)
         report.pgmq = await install_pgmq(connection)
         report.applied = await apply_migrations(connection)
+        report.definitions = await apply_stat_definitions(connection)
         report.queue_created = await ensure_queue(connection, queue_name)
         await grant_read_roles(connection, read_roles)
         await connection.execute(query("set_config"), "queue_name", queue_name)
     for name in report.applied:  # once committed: a refused migrate applied nothing
         log.info("applied migration", extra={"migration": name})
+    for name in report.definitions:
+        log.info("applied statistics definition", extra={"definition": f"sql/stats/{name}.sql"})
 
 
 _RACING_INDEX_BUILDS = (

@@ -5,13 +5,16 @@ Queries live in ``sql/queries/*.sql`` as named blocks::
     -- name: read_messages
     SELECT ...
 
-and migrations in ``sql/migrations/NNNN_title.sql``. A wheel carries the same
-folder inside the package (``worker/sql``); a checkout reads the top-level one.
+migrations in ``sql/migrations/NNNN_title.sql``, and the statistics' functions
+in ``sql/stats/<table>.sql`` (repeatable definitions, see :func:`stat_definitions`).
+A wheel carries the same folder inside the package (``worker/sql``); a checkout
+reads the top-level one.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,3 +74,29 @@ def migrations() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise ValueError(f"two migrations share a number: {versions}")
     return found
+
+
+STATS_SCOPE_FILE = "scope"
+"""The shared definitions (scope, marks, bookkeeping) every statistic's file uses."""
+
+
+@dataclass(frozen=True)
+class StatDefinition:
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def stat_definitions() -> list[StatDefinition]:
+    """The files of ``sql/stats`` in the order they apply: the shared one, then by name.
+
+    Each holds ``CREATE OR REPLACE`` definitions only, so applying one again is
+    safe; migrate re-applies a file whenever its checksum changes.
+    """
+    paths = sorted(
+        (sql_dir() / "stats").glob("*.sql"), key=lambda p: (p.stem != STATS_SCOPE_FILE, p.stem)
+    )
+    return [StatDefinition(path.stem, path.read_text()) for path in paths]

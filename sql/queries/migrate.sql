@@ -36,6 +36,21 @@ SELECT version FROM stats_worker.schema_migrations
 -- name: record_migration
 INSERT INTO stats_worker.schema_migrations (version, name) VALUES ($1, $2)
 
+-- name: create_stat_definitions_table
+CREATE TABLE IF NOT EXISTS stats_worker.stat_definitions (
+    name       text PRIMARY KEY,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: stat_definition_checksums
+-- The checksum of each file of sql/stats as last applied.
+SELECT name, checksum FROM stats_worker.stat_definitions
+
+-- name: record_stat_definition
+INSERT INTO stats_worker.stat_definitions (name, checksum) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()
+
 -- name: queue_exists
 SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = $1)
 

@@ -13,7 +13,7 @@ WITH known AS (
     SELECT coalesce(array_agg(k.id ORDER BY k.id), '{}') AS ids
     FROM unnest($2::bigint[]) AS k(id)
     WHERE EXISTS (SELECT 1 FROM public.matches m WHERE m.id = k.id AND m.tenant_id = $1)
-       OR EXISTS (SELECT 1 FROM stats.applied_matches am
+       OR EXISTS (SELECT 1 FROM stats.applied_by_stat am
                   WHERE am.match_id = k.id AND am.tenant_id = $1)
        OR EXISTS (SELECT 1 FROM stats.match_reports r
                   WHERE r.match_id = k.id AND r.tenant_id = $1)
