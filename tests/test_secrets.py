@@ -45,7 +45,9 @@ async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool
     await prepare_engine_table(database_url)
     secrets = [PASSWORD, INTERNAL_SECRET, ADMIN_TOKEN, WEBHOOK_SECRET]
     echo = " ".join(secrets)
-    async with receiving() as receiver:
+    # The alerts have a receiver of their own: the cache endpoint's scripted
+    # answers must all go to cache invalidations, whatever the order of the POSTs.
+    async with receiving() as receiver, receiving() as alerts:
         receiver.answer_next(3, 500, body=f"upstream said: {echo}")
         receiver.answer_next(1, 302, headers={"Location": f"https://login.example/?t={echo}"})
         port = _free_port()
@@ -54,7 +56,7 @@ async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool
             CACHE_INVALIDATION_URL=receiver.url,
             INTERNAL_SECRET=INTERNAL_SECRET,
             ADMIN_TOKEN=ADMIN_TOKEN,
-            ALERT_WEBHOOK_URL=f"{receiver.url}/{WEBHOOK_SECRET}",
+            ALERT_WEBHOOK_URL=f"{alerts.url}/{WEBHOOK_SECRET}",
             ALERT_MIN_INTERVAL_SECONDS="0",
             CALLBACK_RETRY_BASE_SECONDS="0.1",
             CALLBACK_MAX_ATTEMPTS="4",
@@ -69,6 +71,7 @@ async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool
             await send(pool, QUEUE, {"job": "fails", "fail_times": 5})
             await wait_for(lambda: _requests_at_least(receiver, 4), timeout=30)
             await wait_for(lambda: _dead_lettered(conn), timeout=30)
+            await wait_for(lambda: _requests_at_least(alerts, 1), timeout=30)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 for guess in (ADMIN_TOKEN[:-1], f"{ADMIN_TOKEN}x", "nothing"):
                     await client.get("/jobs", headers={"Authorization": f"Bearer {guess}"})
