@@ -78,7 +78,8 @@ async def test_nothing_the_worker_prints_holds_a_secret(database_url, conn, pool
                 await client.get("/health")
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'stats-worker' AND pid <> pg_backend_pid()"
+                "WHERE application_name = 'stats-worker' AND datname = current_database() "
+                "AND pid <> pg_backend_pid()"
             )
             after = await send(pool, QUEUE, {"job": "after-reconnect"})
             await wait_for(lambda: _succeeded(conn, after), timeout=30)
