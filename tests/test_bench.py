@@ -20,7 +20,8 @@ from worker.bench.samples import percentile, summary_ms
 
 SUMMARY = {"count", "p50", "p95", "p99", "mean", "max"}
 DRAINED = {"messages", "seconds", "per_second"}
-TARGETS = {"latency_p50", "latency_p99", "backlog_drain", "queue_overhead", "growth", "peak_rss"}
+TARGETS = {"latency_p50", "latency_p99", "sequential_p50", "backlog_drain", "queue_overhead",
+           "growth", "tenant_count", "peak_rss"}  # fmt: skip
 
 
 def is_number(value: Any) -> bool:
@@ -76,6 +77,16 @@ def assert_report_shape(report: dict[str, Any]) -> None:
         assert_numbers(growth[size]["latency_ms"], SUMMARY)
         assert_steps(growth[size]["aggregations_ms"])
 
+    counted = report["tenant_count"]
+    assert_numbers(counted, {"many", "matches_per_tenant", "copied_rows", "ratio_p50"})
+    assert counted["many"] == report["options"]["many_tenants"]
+    assert counted["copied_rows"] > counted["matches_per_tenant"] * (counted["many"] - 1)
+    for key in ("alone", "among_many"):
+        assert_numbers(counted[key]["latency_ms"], SUMMARY)
+        assert counted[key]["latency_ms"]["count"] > 0
+        assert_numbers(counted[key]["raw_sequential_ms"], SUMMARY)
+        assert_steps(counted[key]["aggregations_ms"])
+
     scale = report["scale_out"]
     assert [r["processes"] for r in scale] == [1, 2, 4]
     for r in scale:
@@ -85,7 +96,7 @@ def assert_report_shape(report: dict[str, Any]) -> None:
         assert r["messages"] > 0 and r["recomputes_per_message"] > 0
 
     assert_numbers(report["memory"], {"peak_rss_mb", "rss_at_end_mb"})
-    phases = {"load", "latency", "backlog", "queue_overhead", "scale_out"}
+    phases = {"load", "latency", "backlog", "queue_overhead", "scale_out", "tenant_count"}
     assert_numbers(report["memory"]["peak_rss_after_mb"], phases)
     assert "ru_maxrss" in report["memory"]["method"]
 
@@ -119,7 +130,8 @@ async def test_quick_bench_writes_every_figure_and_target(server_dsn, tmp_path):
     finally:
         admin = await asyncpg.connect(server_dsn)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for database in (name, f"{name}_tenants"):
+                await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         finally:
             await admin.close()
 
@@ -133,24 +145,28 @@ def test_percentiles_interpolate_between_ranks():
 
 
 def figures(**overrides: float) -> dict[str, Any]:
-    values = {"p50": 10.0, "raw": 10.0, "p99": 50.0, "backlog": 3.5, "queue": 0.9, "growth": 1.5,
-              "rss": 70.0, **overrides}  # fmt: skip
+    values = {"p50": 10.0, "raw": 10.0, "p99": 50.0, "sequential": 20.0, "backlog": 3.5,
+              "queue": 0.9, "growth": 1.1, "tenants": 1.1, "rss": 70.0, **overrides}  # fmt: skip
     return {
         "latency": {
             "worker_ms": {"p50": values["p50"], "p99": values["p99"]},
             "raw_concurrent_ms": {"p50": values["raw"]},
+            "raw_sequential_ms": {"p50": values["sequential"]},
         },
         "backlog": {"ratio": values["backlog"]},
         "queue_overhead": {"ratio": values["queue"]},
         "growth": {"ratio_p50": values["growth"]},
+        "tenant_count": {"many": 200, "ratio_p50": values["tenants"]},
         "memory": {"peak_rss_mb": values["rss"]},
     }
 
 
 def test_targets_hold_up_to_their_limits_and_fail_past_them():
     assert all(t["holds"] for t in targets(figures()))
-    assert all(t["holds"] for t in targets(figures(p50=16.5, backlog=3.0, growth=2.0, rss=100)))
-    failing = figures(p50=16.6, p99=100.0, backlog=2.9, queue=0.7, growth=2.1, rss=101)
+    at_limits = figures(p50=16.5, sequential=25.0, backlog=3.0, growth=1.2, tenants=1.2, rss=100)
+    assert all(t["holds"] for t in targets(at_limits))
+    failing = figures(p50=16.6, p99=100.0, sequential=25.1, backlog=2.9, queue=0.7, growth=1.21,
+                      tenants=1.21, rss=101)  # fmt: skip
     assert not any(t["holds"] for t in targets(failing))
     without_samples = targets(figures(p50=math.nan, p99=math.nan))
     assert not without_samples[0]["holds"]

@@ -299,11 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("growth-small", "history of the small growth tenant"),
         ("growth-large", "history of the large growth tenant"),
         ("growth-matches", "matches appended to each growth tenant"),
+        ("many-tenants", "tenants in the database of the tenant-count measurement"),
     ):
         dest = f"bench_{flag.replace('-', '_')}"
         bench.add_argument(f"--{flag}", type=int, metavar="N", dest=dest, help=what)
     bench.add_argument(
-        "--database", metavar="NAME", dest="bench_database", help="default stats_worker_bench"
+        "--database",
+        metavar="NAME",
+        dest="bench_database",
+        help="default stats_worker_bench (and NAME_tenants for the tenant-count measurement)",
     )
     bench.set_defaults(handler=cmd_bench)
 

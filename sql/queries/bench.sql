@@ -28,7 +28,82 @@ CREATE TABLE bench.pending_lines (
     own_goals integer NOT NULL,
     is_mvp boolean NOT NULL,
     PRIMARY KEY (match_id, player_id)
-)
+);
+-- Copies of one tenant's rows in every source and statistics table, as
+-- p_copies new tenants: tenant ids new, every other id (bigint `id` or
+-- `*_id`, and bigint[] lists of them) moved past all ids in the database, and
+-- every date shifted by (k - p_copies / 2) * p_step for copy k, so the copies'
+-- matches sort both before and after the original's. Free text and JSON are
+-- copied as they are. Run with the enqueue triggers off: the copies' statistics
+-- are copied too, so they need no recompute.
+CREATE FUNCTION bench.copy_tenant(p_tenant uuid, p_copies integer, p_step interval)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_stride bigint;
+    v_table regclass;
+    v_columns text;
+    v_values text;
+    v_filter text;
+    v_rows bigint;
+    v_total bigint := 0;
+BEGIN
+    SELECT greatest(
+        (SELECT max(id) FROM public.matches),
+        (SELECT max(id) FROM public.players),
+        (SELECT max(id) FROM public.seasons)
+    ) + 1 INTO v_stride;
+    CREATE TEMP TABLE copies ON COMMIT DROP AS
+    SELECT md5(p_tenant::text || k)::uuid AS tenant_id,
+           k * v_stride AS id_offset,
+           (k - p_copies / 2) * p_step AS shift
+    FROM generate_series(1, p_copies) AS k;
+    FOREACH v_table IN ARRAY ARRAY[
+        'public.tenants', 'public.seasons', 'public.players', 'public.matches',
+        'public.match_players', 'stats.player_totals', 'stats.season_standings',
+        'stats.personal_bests', 'stats.hall_of_fame', 'stats.match_reports',
+        'stats.player_form', 'stats.player_streaks', 'stats.partnerships',
+        'stats.season_leaderboards', 'stats.milestones', 'stats.player_ratings',
+        'stats.rating_steps', 'stats.player_marks', 'stats.applied_by_stat'
+    ]::regclass[] LOOP
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum),
+               string_agg(CASE
+                   WHEN a.attname = 'tenant_id'
+                       OR (v_table = 'public.tenants'::regclass AND a.attname = 'id')
+                       THEN 'c.tenant_id'
+                   WHEN a.atttypid = 'bigint'::regtype
+                       AND (a.attname = 'id' OR a.attname LIKE '%\_id')
+                       THEN format('t.%I + c.id_offset', a.attname)
+                   WHEN a.atttypid = 'bigint[]'::regtype AND a.attname LIKE '%\_ids'
+                       THEN format('array(SELECT e + c.id_offset FROM unnest(t.%I) AS e)',
+                                   a.attname)
+                   WHEN a.atttypid = 'timestamptz'::regtype
+                       THEN format('t.%I + c.shift', a.attname)
+                   WHEN a.atttypid = 'date'::regtype
+                       THEN format('(t.%I + c.shift)::date', a.attname)
+                   ELSE format('t.%I', a.attname)
+               END, ', ' ORDER BY a.attnum)
+        INTO v_columns, v_values
+        FROM pg_attribute AS a
+        WHERE a.attrelid = v_table AND a.attnum > 0 AND NOT a.attisdropped;
+        v_filter := CASE v_table
+            WHEN 'public.tenants'::regclass THEN 't.id = $1'
+            WHEN 'public.match_players'::regclass
+                THEN 't.match_id IN (SELECT m.id FROM public.matches AS m WHERE m.tenant_id = $1)'
+            ELSE 't.tenant_id = $1'
+        END;
+        EXECUTE format('INSERT INTO %s (%s) SELECT %s FROM %s AS t CROSS JOIN copies AS c WHERE %s',
+                       v_table, v_columns, v_values, v_table, v_filter)
+        USING p_tenant;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        v_total := v_total + v_rows;
+    END LOOP;
+    PERFORM setval(pg_get_serial_sequence(t, 'id'), (v_stride * (p_copies + 1)))
+    FROM unnest(ARRAY['public.matches', 'public.players', 'public.seasons']) AS t;
+    RETURN v_total;
+END
+$$
 
 -- name: bench_pending_matches
 -- The next $3 matches of phase $1 from ordinal $2, with their lineups as the
@@ -53,6 +128,14 @@ SELECT count(*) FROM public.match_players
 
 -- name: bench_counted_matches
 SELECT count(*) FROM stats.counted_matches
+
+-- name: bench_only_tenant
+-- The tenant of the tenant-count database, before it is copied.
+SELECT id FROM public.tenants
+
+-- name: bench_copy_tenant
+-- $2 copies of tenant $1 (bench.copy_tenant), dates $3 apart; the rows written.
+SELECT bench.copy_tenant($1, $2, $3)
 
 -- name: bench_checkpoint
 CHECKPOINT

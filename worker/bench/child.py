@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from multiprocessing.connection import Connection as PipeEnd
 from typing import Any
 
@@ -20,18 +20,22 @@ from worker.bench.options import BenchOptions
 from worker.settings import Settings
 
 POLL_SECONDS = 0.05
+Loader = Callable[[Settings, str, BenchOptions, ProgressSink], Coroutine[Any, Any, LoadReport]]
+"""A module-level loader (the child finds it by name): load_league, load_lone_tenant."""
 
 
 class LoadFailed(RuntimeError):
     """The child that loads the league failed; the message carries its traceback."""
 
 
-def _child(settings: Settings, dsn: str, options: BenchOptions, sender: PipeEnd) -> None:
+def _child(
+    loader: Loader, settings: Settings, dsn: str, options: BenchOptions, sender: PipeEnd
+) -> None:
     def progress(stage: str, done: int, total: int) -> None:
         sender.send(("progress", stage, done, total))
 
     try:
-        report = asyncio.run(load_league(settings, dsn, options, progress))
+        report = asyncio.run(loader(settings, dsn, options, progress))
     except BaseException:
         sender.send(("failed", traceback.format_exc()))
         raise SystemExit(1) from None
@@ -39,13 +43,20 @@ def _child(settings: Settings, dsn: str, options: BenchOptions, sender: PipeEnd)
 
 
 async def load_in_child(
-    settings: Settings, dsn: str, options: BenchOptions, progress: ProgressSink
+    settings: Settings,
+    dsn: str,
+    options: BenchOptions,
+    progress: ProgressSink,
+    loader: Loader = load_league,
 ) -> LoadReport:
-    """Run :func:`~worker.bench.loader.load_league` in a spawned process."""
+    """Run ``loader`` (by default :func:`~worker.bench.loader.load_league`) in a spawned process."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(
-        target=_child, args=(settings, dsn, options, sender), name="bench-loader", daemon=True
+        target=_child,
+        args=(loader, settings, dsn, options, sender),
+        name="bench-loader",
+        daemon=True,
     )
     process.start()
     sender.close()

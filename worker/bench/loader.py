@@ -7,7 +7,9 @@ creates them (:func:`~worker.league.write_scheduled`); their results go to the
 bench's own ``bench.pending`` tables, tagged with the phase that will use them.
 
 Besides the reference tenants, two growth tenants are loaded: one with
-``growth_small`` and one with ``growth_large`` matches of history.
+``growth_small`` and one with ``growth_large`` matches of history. The
+tenant-count measurement has a database of its own, loaded with one tenant of
+the reference size (:func:`load_lone_tenant`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from worker.settings import Settings
 LATENCY, BACKLOG, ONE_BY_ONE = "latency", "backlog", "one_by_one"
 GROWTH_SMALL, GROWTH_LARGE = "growth_small", "growth_large"
 PHASES = (LATENCY, BACKLOG, ONE_BY_ONE, GROWTH_SMALL, GROWTH_LARGE)
+ALONE, AMONG_MANY = "tenant_alone", "tenant_among_many"
+"""The lone tenant's matches: completed with it alone, then among its copies."""
 
 ProgressSink = Callable[[str, int, int], None]
 """(stage, done, total): told as loading goes on."""
@@ -75,6 +79,40 @@ async def load_league(
     progress("generating the league", 0, 1)
     plan = _plan(options)
     report.seconds["generate"] = time.perf_counter() - started
+    await _load(settings, dsn, plan, report, progress)
+    report.growth_tenants = {
+        phase: str(plan.phases[phase][0].tenant_id) for phase in (GROWTH_SMALL, GROWTH_LARGE)
+    }
+    return report
+
+
+async def load_lone_tenant(
+    settings: Settings, dsn: str, options: BenchOptions, progress: ProgressSink
+) -> LoadReport:
+    """Fill the database at ``dsn`` with one tenant of the reference size.
+
+    Its ``2 x growth_matches`` scheduled matches are the phases ``ALONE`` (the
+    first half) and ``AMONG_MANY``.
+    """
+    report = LoadReport(reference_tenants=1)
+    league = _league(options, options.seed + 3, 1, options.matches + 2 * options.growth_matches)
+    tenant = league.tenants[0]
+    upcoming = _counted(tenant.matches[options.matches :])
+    half = len(upcoming) // 2
+    plan = _Plan(
+        clubs=league,
+        history=tenant.matches[: options.matches],
+        scheduled=tenant.matches[options.matches :],
+        phases={ALONE: upcoming[:half], AMONG_MANY: upcoming[half:]},
+    )
+    await _load(settings, dsn, plan, report, progress)
+    return report
+
+
+async def _load(
+    settings: Settings, dsn: str, plan: _Plan, report: LoadReport, progress: ProgressSink
+) -> None:
+    """Write ``plan``, compute the history's statistics, leave the database tidy."""
     async with database.open_pool(dsn, settings) as pool:
         async with pool.acquire() as connection:
             report.postgres = await connection.fetchval(query("bench_server_version"))
@@ -97,10 +135,6 @@ async def load_league(
     report.phase_tenants = {
         phase: len({m.tenant_id for m in matches}) for phase, matches in plan.phases.items()
     }
-    report.growth_tenants = {
-        phase: str(plan.phases[phase][0].tenant_id) for phase in (GROWTH_SMALL, GROWTH_LARGE)
-    }
-    return report
 
 
 def _plan(options: BenchOptions) -> _Plan:

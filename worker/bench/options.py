@@ -37,7 +37,10 @@ class BenchOptions:
     """History of the small growth tenant (matches)."""
     growth_large: int = 20000
     growth_matches: int = 30
-    """Matches appended, one at a time, to each growth tenant."""
+    """Matches appended, one at a time, to each growth tenant (and to the lone tenant
+    alone, then among many)."""
+    many_tenants: int = 200
+    """Tenants of the reference size in the database of the tenant-count measurement."""
     database: str = BENCH_DATABASE
 
     @classmethod
@@ -57,6 +60,7 @@ class BenchOptions:
             growth_small=100,
             growth_large=1000,
             growth_matches=10,
+            many_tenants=20,
         )
 
     def with_overrides(self, **overrides: Any) -> BenchOptions:
@@ -71,7 +75,8 @@ class BenchOptions:
         for name in ("tenants", "players", "matches", "season_matches", "latency_matches",
                      "backlog_messages", "one_by_one_messages", "noop_messages",
                      "scale_out_messages",
-                     "growth_small", "growth_large", "growth_matches"):  # fmt: skip
+                     "growth_small", "growth_large", "growth_matches",
+                     "many_tenants"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"bench: --{name.replace('_', '-')} must be positive")
         if not 1 <= self.side_min <= self.side_max or 2 * self.side_min > self.players:

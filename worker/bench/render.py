@@ -24,6 +24,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         _aggregations(report),
         _throughput(report),
         _growth(report),
+        _tenant_count(report),
         _scale_out(report),
         _targets(report),
     ):
@@ -135,6 +136,27 @@ def _growth(report: dict[str, Any]) -> Table:
             f"{growth['matches_per_tenant']:,}",
             str(figures["count"]),
             *(_ms(figures[c]) for c in ("p50", "p95", "p99")),
+        )
+    return table
+
+
+def _tenant_count(report: dict[str, Any]) -> Table:
+    counted = report["tenant_count"]
+    table = Table(
+        title=f"Tenant count: one tenant of {counted['matches_per_tenant']:,} matches, appended to"
+        f" alone and among {counted['many']} ({counted['copied_rows']:,} rows copied in"
+        f" {counted['copy_seconds']:.0f} s) (ms)"
+    )
+    for column in ("tenants", "appended", "worker p50", "worker p95", "raw sequential p50"):
+        table.add_column(column, justify="right")
+    for tenants, key in (("1", "alone"), (str(counted["many"]), "among_many")):
+        figures = counted[key]
+        table.add_row(
+            tenants,
+            str(figures["latency_ms"]["count"]),
+            _ms(figures["latency_ms"]["p50"]),
+            _ms(figures["latency_ms"]["p95"]),
+            _ms(figures["raw_sequential_ms"]["p50"]),
         )
     return table
 

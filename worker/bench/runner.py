@@ -29,7 +29,7 @@ from rich.progress import (
 
 from worker import database
 from worker.app import running_worker
-from worker.bench import latency, scale_out, throughput
+from worker.bench import latency, scale_out, tenant_count, throughput
 from worker.bench.child import load_in_child
 from worker.bench.harness import StatsHandlers, phase_size
 from worker.bench.latency import RawLatency
@@ -73,6 +73,10 @@ async def run_bench(
                 for phase in (bench.latency, bench.backlog, bench.queue_overhead, bench.scale_out):
                     await phase()
                     results.peak_rss_after_mb[phase.__name__] = peak_rss_mb()
+                results.tenant_count = await tenant_count.measure(
+                    under_test, server_dsn, options, receiver, progress, _Stages(progress)
+                )
+                results.peak_rss_after_mb["tenant_count"] = peak_rss_mb()
     results.peak_rss_mb = peak_rss_mb()
     results.rss_at_end_mb = current_rss_mb()
     results.seconds = time.perf_counter() - started
