@@ -88,11 +88,20 @@ begin
         -- A match replayed from here may still have steps at an older position
         -- before here (it moved, and its own message has not run yet). Those
         -- steps are wrong and everything after them too: start there instead.
+        -- Driven from the tenant's matches: each one's steps are found by the
+        -- primary key, so the check reads this tenant's few rows whatever the
+        -- other tenants' histories hold and however their dates sort.
         loop
             select rs.played_at, rs.match_id
             into v_moved_at, v_moved_id
             from stats.counted_matches as m
-            join stats.rating_steps as rs on rs.match_id = m.match_id
+            cross join lateral (
+                select s.played_at, s.match_id
+                from stats.rating_steps as s
+                where s.match_id = m.match_id
+                order by s.played_at
+                limit 1
+            ) as rs
             where m.tenant_id = p_tenant
                 and (m.played_at, m.match_id) >= (v_from_at, v_from_id)
                 and (rs.played_at, rs.match_id) < (v_from_at, v_from_id)
@@ -126,7 +135,17 @@ begin
             limit 1
         ) as last on true;
 
+        -- The replayed appearances are read from the matches (materialized, so
+        -- the planner cannot start from the players' whole careers instead).
         for v_match in
+            with replayed as materialized (
+                select m.match_id, m.played_at, m.team_a_score, m.team_b_score,
+                    mp.player_id, mp.team
+                from stats.counted_matches as m
+                join public.match_players as mp on mp.match_id = m.match_id
+                where m.tenant_id = p_tenant
+                    and (m.played_at, m.match_id) >= (v_from_at, v_from_id)
+            )
             select
                 m.match_id,
                 m.played_at,
@@ -135,19 +154,16 @@ begin
                     when m.team_a_score = m.team_b_score then 0.5
                     else 0.0
                 end::float8 as score_a,
-                array_agg(u.idx::int order by u.player_id) filter (where mp.team = 'A')
+                array_agg(u.idx::int order by u.player_id) filter (where m.team = 'A')
                     as team_a,
-                array_agg(u.idx::int order by u.player_id) filter (where mp.team = 'B')
+                array_agg(u.idx::int order by u.player_id) filter (where m.team = 'B')
                     as team_b
-            from stats.counted_matches as m
-            join public.match_players as mp on mp.match_id = m.match_id
+            from replayed as m
             join unnest(v_pids) with ordinality as u (player_id, idx)
-                on u.player_id = mp.player_id
-            where m.tenant_id = p_tenant
-                and (m.played_at, m.match_id) >= (v_from_at, v_from_id)
+                on u.player_id = m.player_id
             group by m.match_id, m.played_at, m.team_a_score, m.team_b_score
             -- A match in which either team has no players is not rated.
-            having bool_or(mp.team = 'A') and bool_or(mp.team = 'B')
+            having bool_or(m.team = 'A') and bool_or(m.team = 'B')
             order by m.played_at, m.match_id
         loop
             v_mean_a := 0;

@@ -53,11 +53,17 @@ as $$
     from (
         select unnest(p_players) as player_id
         union
+        -- The tenant's matches among p_matches first (by primary key), then
+        -- their lineups: a join could be planned as a hash of every match of
+        -- the tenant, a cost that grows with its history.
         select mp.player_id
         from public.match_players as mp
-        join public.matches as m on m.id = mp.match_id
-        where mp.match_id = any (p_matches)
-            and m.tenant_id = p_tenant
+        where mp.match_id = any (array(
+            select m.id
+            from public.matches as m
+            where m.id = any (p_matches)
+                and m.tenant_id = p_tenant
+        ))
     ) as s
     where s.player_id is not null
 $$;
