@@ -25,7 +25,8 @@ from worker.http import create_app, serve
 from worker.migrate import MigrationReport, migrate
 from worker.outcomes import Settler
 from worker.queries import query
-from worker.refresher import QueueSnapshots, refresh_gauges
+from worker.refresher import QueueSnapshots, queue_names, refresh_gauges
+from worker.retention import refresh_table_sizes
 from worker.settings import Settings
 from worker.status import WorkerStatus
 from worker.watchdog import Watchdog
@@ -171,6 +172,7 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             "alerter": worker.alerter.run(),
             "leftovers": sweep_leftover_messages(worker.pool),
             "metrics": refresh_gauges(worker, snapshots),
+            "table_sizes": refresh_table_sizes(worker.pool, queue_names(worker)),
             "http": serve(create_app(worker, snapshots), worker.settings, worker.set_http_port),
         }
         background += [group.create_task(_for_life(n, c)) for n, c in lifetime.items()]

@@ -103,3 +103,21 @@ pool_connections = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+purged_rows_total = Counter(
+    "stats_worker_purged_rows",
+    "Rows deleted by retention, by table.",
+    ["table"],
+    registry=REGISTRY,
+)
+table_bytes = Gauge(
+    "stats_worker_table_bytes",
+    "Size on disk (with indexes) of the tables retention keeps small.",
+    ["table"],
+    registry=REGISTRY,
+)
+table_rows = Gauge(
+    "stats_worker_table_rows",
+    "Estimated rows (the planner's) of the tables retention keeps small.",
+    ["table"],
+    registry=REGISTRY,
+)
