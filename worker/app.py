@@ -22,11 +22,14 @@ from worker.consumer import Consumer
 from worker.database import Pool
 from worker.handlers import HandlerRegistry
 from worker.http import create_app, serve
+from worker.leader import Leadership
 from worker.migrate import MigrationReport, migrate
 from worker.outcomes import Settler
 from worker.queries import query
+from worker.recurring import builtin_jobs
 from worker.refresher import QueueSnapshots, queue_names, refresh_gauges
 from worker.retention import refresh_table_sizes
+from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.status import WorkerStatus
 from worker.watchdog import Watchdog
@@ -47,6 +50,9 @@ class Worker:
     status: WorkerStatus
     invalidator: CacheInvalidator
     alerter: DeadLetterAlerter
+    leadership: Leadership | None = None
+    """Who runs the recurring jobs (``scheduler``) among the replicas."""
+    scheduler: Scheduler | None = None
     consumers: list[Consumer] = field(default_factory=list)
     settlers: list[Settler] = field(default_factory=list)
     http_port: int | None = None
@@ -137,6 +143,7 @@ async def run_worker(
             WorkerStatus.now(),
             invalidator=CacheInvalidator(pool, settings, client),
             alerter=DeadLetterAlerter(settings, client),
+            leadership=Leadership(settings.session_dsn(dsn), settings.leader_lease_seconds),
         )
         for queue_name, handler in handlers(settings, pool).items():
             settler = Settler(pool, queue_name)
@@ -155,6 +162,9 @@ async def run_worker(
                     until_empty=until_empty,
                 )
             )
+        worker.scheduler = Scheduler(
+            pool, builtin_jobs(settings, pool, client, queue_names(worker))
+        )
         await send_leftover_messages(pool)
         with _signals_stop(worker, enabled=install_signal_handlers):
             await _run(worker, on_ready)
@@ -175,6 +185,8 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             "table_sizes": refresh_table_sizes(worker.pool, queue_names(worker)),
             "http": serve(create_app(worker, snapshots), worker.settings, worker.set_http_port),
         }
+        if worker.leadership is not None and worker.scheduler is not None:
+            lifetime["leader"] = worker.leadership.run(worker.scheduler.run)
         background += [group.create_task(_for_life(n, c)) for n, c in lifetime.items()]
         if on_ready is not None:
             ready = on_ready(worker)
