@@ -25,6 +25,7 @@ from worker.http import create_app, serve
 from worker.leader import Leadership
 from worker.migrate import MigrationReport, migrate
 from worker.outcomes import Settler
+from worker.priorities import bulk_queue_name, settings_for
 from worker.queries import query
 from worker.recurring import builtin_jobs
 from worker.refresher import QueueSnapshots, queue_names, refresh_gauges
@@ -100,7 +101,8 @@ async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
 def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
     from worker.stats.handler import StatsHandler
 
-    return {settings.queue_name: StatsHandler(pool)}
+    handler = StatsHandler(pool)
+    return {settings.queue_name: handler, bulk_queue_name(settings.queue_name): handler}
 
 
 async def migrate_for(settings: Settings, dsn: str, *, move_queue: bool = False) -> MigrationReport:
@@ -154,7 +156,7 @@ async def run_worker(
                 Consumer(
                     pool=pool,
                     dsn=settings.session_dsn(dsn),
-                    settings=settings,
+                    settings=settings_for(settings, queue_name),
                     queue_name=queue_name,
                     handler=handler,
                     settler=settler,

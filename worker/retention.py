@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from worker import metrics
 from worker.database import DATABASE_ERRORS, Pool
 from worker.jobs import queue_query
+from worker.priorities import bulk_queue_name
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ TABLE_SIZES_REFRESH_SECONDS = 60.0
 
 def queue_names(settings: Settings) -> list[str]:
     """The queues whose records and dead letters retention keeps small."""
-    return [settings.queue_name]
+    return [settings.queue_name, bulk_queue_name(settings.queue_name)]
 
 
 @dataclass(frozen=True)

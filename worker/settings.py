@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_attempts: PositiveInt = 5
     concurrency: PositiveInt = 8
     """Recomputes running at once; never two for one group key (tenant)."""
+    bulk_concurrency: PositiveInt = 2
+    """Recomputes of the bulk queue (``<QUEUE_NAME>_bulk``) running at once, on top
+    of ``concurrency``: bulk work never takes a live match's slot."""
     poll_interval_seconds: PositiveFloat = 2.0
     batch_size: PositiveInt = 256
     """Most messages read and held at once. With coalescing, a tenant's messages
