@@ -318,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("growth-small", "history of the small growth tenant"),
         ("growth-large", "history of the large growth tenant"),
         ("growth-matches", "matches appended to each growth tenant"),
+        ("backfill-messages", "backfill of another tenant on the bulk queue"),
+        ("backfill-live-matches", "live matches timed idle, then during that backfill"),
     ):
         dest = f"bench_{flag.replace('-', '_')}"
         bench.add_argument(f"--{flag}", type=int, metavar="N", dest=dest, help=what)

@@ -38,6 +38,10 @@ class BenchOptions:
     growth_large: int = 20000
     growth_matches: int = 30
     """Matches appended, one at a time, to each growth tenant."""
+    backfill_messages: int = 10000
+    """Messages of the backfill (another tenant's history) on the bulk queue."""
+    backfill_live_matches: int = 30
+    """Live matches measured idle, then again during that backfill."""
     database: str = BENCH_DATABASE
 
     @classmethod
@@ -57,6 +61,8 @@ class BenchOptions:
             growth_small=100,
             growth_large=1000,
             growth_matches=10,
+            backfill_messages=1000,
+            backfill_live_matches=10,
         )
 
     def with_overrides(self, **overrides: Any) -> BenchOptions:
@@ -71,7 +77,8 @@ class BenchOptions:
         for name in ("tenants", "players", "matches", "season_matches", "latency_matches",
                      "backlog_messages", "one_by_one_messages", "noop_messages",
                      "scale_out_messages",
-                     "growth_small", "growth_large", "growth_matches"):  # fmt: skip
+                     "growth_small", "growth_large", "growth_matches",
+                     "backfill_messages", "backfill_live_matches"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"bench: --{name.replace('_', '-')} must be positive")
         if not 1 <= self.side_min <= self.side_max or 2 * self.side_min > self.players:
