@@ -10,7 +10,21 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from tests.support import prepare_engine_table, process_log, start_worker_process, stop_process
+from tests.receiver import receiving
+from tests.support import (
+    drain_stats,
+    play_league,
+    prepare_engine_table,
+    process_log,
+    start_worker_process,
+    stop_process,
+    worker_settings,
+)
+from worker.callback import http_client
+from worker.database import init_connection
+from worker.league import generate_league
+from worker.metrics import REGISTRY
+from worker.recurring import verify_and_alert
 from worker.scheduler import RecurringJob, Scheduler
 
 NIGHTLY = "30 3 * * *"
@@ -152,3 +166,28 @@ async def test_two_replicas_verify_once_and_the_survivor_takes_over_within_a_lea
         for process in processes:
             if process.poll() is None:
                 stop_process(process)
+
+
+async def test_the_nightly_verify_alerts_on_drift_and_sets_the_metric(database_url, conn):
+    league = generate_league(seed=5, tenants=2, players=8, matches=6, side_min=3, side_max=4)
+    await play_league(conn, league)
+    await drain_stats(database_url)
+    async with receiving() as receiver:
+        settings = worker_settings(database_url, alert_webhook_url=receiver.url)
+        async with (
+            asyncpg.create_pool(database_url, min_size=1, max_size=4, init=init_connection) as pool,
+            http_client(settings) as client,
+        ):
+            assert await verify_and_alert(settings, pool, client) == "succeeded"
+            assert REGISTRY.get_sample_value("stats_worker_drift_rows") == 0
+            tenant = league.tenants[0].id
+            await conn.execute(
+                "UPDATE stats.player_totals SET goals = goals + 3 WHERE tenant_id = $1", tenant
+            )
+            assert await verify_and_alert(settings, pool, client) == "drift"
+            [request] = await receiver.wait_for_requests(1)
+    drifted = REGISTRY.get_sample_value("stats_worker_drift_rows")
+    assert drifted is not None and drifted > 0
+    text = request.body["text"]
+    assert f"tenant {tenant}: player_totals" in text
+    assert "differ from a recompute in 1 tenant(s)" in text
