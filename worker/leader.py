@@ -112,6 +112,6 @@ class Leadership:
 
     def _step_down(self) -> None:
         if self.leading:
-            log.warning("this replica no longer leads")
+            log.info("this replica no longer leads")
         self.leading = False
         self._gauge.set(0)
