@@ -21,7 +21,7 @@ from worker.bench.samples import percentile, summary_ms
 SUMMARY = {"count", "p50", "p95", "p99", "mean", "max"}
 DRAINED = {"messages", "seconds", "per_second"}
 TARGETS = {"latency_p50", "latency_p99", "sequential_p50", "backlog_drain", "queue_overhead",
-           "growth", "tenant_count", "peak_rss"}  # fmt: skip
+           "growth", "tenant_count", "live_during_backfill", "peak_rss"}  # fmt: skip
 
 
 def is_number(value: Any) -> bool:
@@ -86,6 +86,11 @@ def assert_report_shape(report: dict[str, Any]) -> None:
         assert counted[key]["latency_ms"]["count"] > 0
         assert_numbers(counted[key]["raw_sequential_ms"], SUMMARY)
         assert_steps(counted[key]["aggregations_ms"])
+    during = report["during_backfill"]
+    assert_numbers(during, {"backfill_messages", "bulk_left_at_end", "ratio_p99"})
+    assert during["backfill_messages"] > 0
+    assert_numbers(during["idle_ms"], SUMMARY)
+    assert_numbers(during["during_ms"], SUMMARY)
 
     scale = report["scale_out"]
     assert [r["processes"] for r in scale] == [1, 2, 4]
@@ -146,7 +151,8 @@ def test_percentiles_interpolate_between_ranks():
 
 def figures(**overrides: float) -> dict[str, Any]:
     values = {"p50": 10.0, "raw": 10.0, "p99": 50.0, "sequential": 20.0, "backlog": 3.5,
-              "queue": 0.9, "growth": 1.1, "tenants": 1.1, "rss": 70.0, **overrides}  # fmt: skip
+              "queue": 0.9, "growth": 1.1, "tenants": 1.1, "rss": 70.0, "backfill": 1.5,
+              **overrides}  # fmt: skip
     return {
         "latency": {
             "worker_ms": {"p50": values["p50"], "p99": values["p99"]},
@@ -158,15 +164,17 @@ def figures(**overrides: float) -> dict[str, Any]:
         "growth": {"ratio_p50": values["growth"]},
         "tenant_count": {"many": 200, "ratio_p50": values["tenants"]},
         "memory": {"peak_rss_mb": values["rss"]},
+        "during_backfill": {"ratio_p99": values["backfill"]},
     }
 
 
 def test_targets_hold_up_to_their_limits_and_fail_past_them():
     assert all(t["holds"] for t in targets(figures()))
-    at_limits = figures(p50=16.5, sequential=25.0, backlog=3.0, growth=1.2, tenants=1.2, rss=100)
+    at_limits = figures(p50=16.5, sequential=25.0, backlog=3.0, growth=1.2, tenants=1.2, rss=100,
+                        backfill=2.0)  # fmt: skip
     assert all(t["holds"] for t in targets(at_limits))
     failing = figures(p50=16.6, p99=100.0, sequential=25.1, backlog=2.9, queue=0.7, growth=1.21,
-                      tenants=1.21, rss=101)  # fmt: skip
+                      tenants=1.21, rss=101, backfill=2.1)  # fmt: skip
     assert not any(t["holds"] for t in targets(failing))
     without_samples = targets(figures(p50=math.nan, p99=math.nan))
     assert not without_samples[0]["holds"]

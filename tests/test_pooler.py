@@ -283,7 +283,8 @@ async def test_six_concurrent_migrates_through_the_pooler_apply_each_migration_o
     try:
         rows = await conn.fetch("SELECT version, name FROM stats_worker.schema_migrations")
         assert sorted(r["name"] for r in rows) == sorted(names)
-        assert await conn.fetchval("SELECT count(*) FROM pgmq.meta") == 1  # one queue
+        queues = await conn.fetchval("SELECT count(*) FROM pgmq.meta")
+        assert queues == 2  # the queue and its bulk queue, each once
     finally:
         await conn.close()
 

@@ -95,24 +95,39 @@ class DeadLetterAlerter:
     async def _post(self, url: str, pending: _Pending) -> None:
         if pending.more_count:
             metrics.alerts_total.labels(result="suppressed").inc(pending.more_count)
-        fields = _log_fields(pending)
-        try:
-            async with asyncio.timeout(self._timeout):
-                response = await post_bounded(
-                    self._client, url, json={"text": alert_text(pending)}, timeout=self._timeout
-                )
-            if response.status_code >= 300:
-                raise WebhookRefused(response.status_code)
-        # An alert is a courtesy: whatever goes wrong posting it must not stop the worker.
-        except Exception as exc:
-            metrics.alerts_total.labels(result="failed").inc()
-            log.error(
-                "dead-letter alert could not be posted",
-                extra={**fields, "error": _describe(exc, url)},
-            )
-            return
-        metrics.alerts_total.labels(result="sent").inc()
-        log.info("dead-letter alert posted", extra=fields)
+        await post_alert(
+            self._client,
+            url,
+            alert_text(pending),
+            seconds=self._timeout,
+            what="dead-letter alert",
+            fields=_log_fields(pending),
+        )
+
+
+async def post_alert(
+    client: httpx.AsyncClient,
+    url: str,
+    text: str,
+    *,
+    seconds: float,
+    what: str,
+    fields: dict[str, object],
+) -> bool:
+    """POST ``{"text": text}`` to the webhook; count and log the result; True when sent."""
+    try:
+        async with asyncio.timeout(seconds):
+            response = await post_bounded(client, url, json={"text": text}, timeout=seconds)
+        if response.status_code >= 300:
+            raise WebhookRefused(response.status_code)
+    # An alert is a courtesy: whatever goes wrong posting it must not stop the worker.
+    except Exception as exc:
+        metrics.alerts_total.labels(result="failed").inc()
+        log.error(f"{what} could not be posted", extra={**fields, "error": _describe(exc, url)})
+        return False
+    metrics.alerts_total.labels(result="sent").inc()
+    log.info(f"{what} posted", extra=fields)
+    return True
 
 
 def alert_text(pending: _Pending) -> str:

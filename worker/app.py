@@ -22,10 +22,15 @@ from worker.consumer import Consumer
 from worker.database import Pool
 from worker.handlers import HandlerRegistry
 from worker.http import create_app, serve
+from worker.leader import Leadership
 from worker.migrate import MigrationReport, migrate
 from worker.outcomes import Settler
+from worker.priorities import bulk_queue_name, settings_for
 from worker.queries import query
-from worker.refresher import QueueSnapshots, refresh_gauges
+from worker.recurring import builtin_jobs
+from worker.refresher import QueueSnapshots, queue_names, refresh_gauges
+from worker.retention import refresh_table_sizes
+from worker.scheduler import Scheduler
 from worker.settings import Settings
 from worker.status import WorkerStatus
 from worker.watchdog import Watchdog
@@ -46,6 +51,9 @@ class Worker:
     status: WorkerStatus
     invalidator: CacheInvalidator
     alerter: DeadLetterAlerter
+    leadership: Leadership | None = None
+    """Who runs the recurring jobs (``scheduler``) among the replicas."""
+    scheduler: Scheduler | None = None
     consumers: list[Consumer] = field(default_factory=list)
     settlers: list[Settler] = field(default_factory=list)
     http_port: int | None = None
@@ -93,7 +101,8 @@ async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
 def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
     from worker.stats.handler import StatsHandler
 
-    return {settings.queue_name: StatsHandler(pool)}
+    handler = StatsHandler(pool)
+    return {settings.queue_name: handler, bulk_queue_name(settings.queue_name): handler}
 
 
 async def migrate_for(settings: Settings, dsn: str, *, move_queue: bool = False) -> MigrationReport:
@@ -136,6 +145,7 @@ async def run_worker(
             WorkerStatus.now(),
             invalidator=CacheInvalidator(pool, settings, client),
             alerter=DeadLetterAlerter(settings, client),
+            leadership=Leadership(settings.session_dsn(dsn), settings.leader_lease_seconds),
         )
         for queue_name, handler in handlers(settings, pool).items():
             settler = Settler(pool, queue_name)
@@ -146,7 +156,7 @@ async def run_worker(
                 Consumer(
                     pool=pool,
                     dsn=settings.session_dsn(dsn),
-                    settings=settings,
+                    settings=settings_for(settings, queue_name),
                     queue_name=queue_name,
                     handler=handler,
                     settler=settler,
@@ -154,6 +164,9 @@ async def run_worker(
                     until_empty=until_empty,
                 )
             )
+        worker.scheduler = Scheduler(
+            pool, builtin_jobs(settings, pool, client, queue_names(worker))
+        )
         await send_leftover_messages(pool)
         with _signals_stop(worker, enabled=install_signal_handlers):
             await _run(worker, on_ready)
@@ -171,8 +184,11 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             "alerter": worker.alerter.run(),
             "leftovers": sweep_leftover_messages(worker.pool),
             "metrics": refresh_gauges(worker, snapshots),
+            "table_sizes": refresh_table_sizes(worker.pool, queue_names(worker)),
             "http": serve(create_app(worker, snapshots), worker.settings, worker.set_http_port),
         }
+        if worker.leadership is not None and worker.scheduler is not None:
+            lifetime["leader"] = worker.leadership.run(worker.scheduler.run)
         background += [group.create_task(_for_life(n, c)) for n, c in lifetime.items()]
         if on_ready is not None:
             ready = on_ready(worker)

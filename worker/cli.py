@@ -191,6 +191,21 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, A
     return _with_pool(settings, work)
 
 
+def cmd_purge(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker import retention
+
+    async def work(pool: Pool) -> int:
+        names = retention.queue_names(settings)
+        report = await retention.purge(pool, settings, names, dry_run=args.dry_run)
+        verb = "would purge" if args.dry_run else "purged"
+        for table, rows in report.rows.items():
+            print(f"{table}: {verb} {rows} row(s)")
+        print(f"{verb} {report.total} row(s) in {report.seconds:.1f} s")
+        return 0
+
+    return _with_pool(settings, work)
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     from pathlib import Path
 
@@ -278,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--show", type=int, default=20, help="differing rows to print")
     check.set_defaults(handler=cmd_verify)
 
+    purging = commands.add_parser("purge", help="delete rows past their retention")
+    purging.add_argument("--dry-run", action="store_true", help="only count them")
+    purging.set_defaults(handler=cmd_purge)
+
     bench = commands.add_parser(
         "bench", help="measure latency and throughput on a reference league"
     )
@@ -300,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("growth-large", "history of the large growth tenant"),
         ("growth-matches", "matches appended to each growth tenant"),
         ("many-tenants", "tenants in the database of the tenant-count measurement"),
+        ("backfill-messages", "backfill of another tenant on the bulk queue"),
+        ("backfill-live-matches", "live matches timed idle, then during that backfill"),
     ):
         dest = f"bench_{flag.replace('-', '_')}"
         bench.add_argument(f"--{flag}", type=int, metavar="N", dest=dest, help=what)

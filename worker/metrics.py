@@ -93,7 +93,7 @@ auth_failures_total = Counter(
 )
 alerts_total = Counter(
     "stats_worker_alerts",
-    "Dead-letter alerts, by result (sent, suppressed, failed).",
+    "Webhook alerts (dead letters, drift found by verify), by result (sent, suppressed, failed).",
     ["result"],
     registry=REGISTRY,
 )
@@ -101,5 +101,45 @@ pool_connections = Gauge(
     "stats_worker_pool_connections",
     "Database pool connections, by state (open, idle, max).",
     ["state"],
+    registry=REGISTRY,
+)
+purged_rows_total = Counter(
+    "stats_worker_purged_rows",
+    "Rows deleted by retention, by table.",
+    ["table"],
+    registry=REGISTRY,
+)
+table_bytes = Gauge(
+    "stats_worker_table_bytes",
+    "Size on disk (with indexes) of the tables retention keeps small.",
+    ["table"],
+    registry=REGISTRY,
+)
+table_rows = Gauge(
+    "stats_worker_table_rows",
+    "Estimated rows (the planner's) of the tables retention keeps small.",
+    ["table"],
+    registry=REGISTRY,
+)
+leader = Gauge(
+    "stats_worker_leader",
+    "1 while this replica leads (runs the recurring jobs), else 0.",
+    registry=REGISTRY,
+)
+recurring_runs_total = Counter(
+    "stats_worker_recurring_runs",
+    "Recurring job runs, by job and result (succeeded, drift, failed).",
+    ["job", "result"],
+    registry=REGISTRY,
+)
+recurring_last_success = Gauge(
+    "stats_worker_recurring_last_success_timestamp_seconds",
+    "Unix time a recurring job last finished without error (on the replica that ran it).",
+    ["job"],
+    registry=REGISTRY,
+)
+drift_rows = Gauge(
+    "stats_worker_drift_rows",
+    "Statistics rows the last verify found differing from a recompute (0: none).",
     registry=REGISTRY,
 )

@@ -28,6 +28,7 @@ import asyncpg
 
 from worker.backfill import backfill_pending
 from worker.database import Connection
+from worker.priorities import bulk_queue_name
 from worker.queries import migrations, query, stat_definitions
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ async def _migrate_schema(
         report.applied = await apply_migrations(connection)
         report.definitions = await apply_stat_definitions(connection)
         report.queue_created = await ensure_queue(connection, queue_name)
+        await ensure_queue(connection, bulk_queue_name(queue_name))
         await grant_read_roles(connection, read_roles)
         await connection.execute(query("set_config"), "queue_name", queue_name)
     for name in report.applied:  # once committed: a refused migrate applied nothing

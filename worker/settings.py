@@ -7,10 +7,12 @@ Nothing else in the package reads ``os.environ``: the CLI builds one frozen
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import platformdirs
+from cronsim import CronSim, CronSimError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,9 @@ QUEUE_NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,46}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 ROLE_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_$-]{0,62}")
+
+SCHEDULE_OFF = "off"
+"""The schedule of a recurring job that never runs."""
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -60,6 +65,9 @@ class Settings(BaseSettings):
     max_attempts: PositiveInt = 5
     concurrency: PositiveInt = 8
     """Recomputes running at once; never two for one group key (tenant)."""
+    bulk_concurrency: PositiveInt = 2
+    """Recomputes of the bulk queue (``<QUEUE_NAME>_bulk``) running at once, on top
+    of ``concurrency``: bulk work never takes a live match's slot."""
     poll_interval_seconds: PositiveFloat = 2.0
     batch_size: PositiveInt = 256
     """Most messages read and held at once. With coalescing, a tenant's messages
@@ -91,6 +99,22 @@ class Settings(BaseSettings):
     alert_min_interval_seconds: Annotated[float, Field(ge=0)] = 60.0
 
     metrics_refresh_seconds: PositiveFloat = 5.0
+
+    job_runs_retention_days: PositiveFloat = 30.0
+    """Finished job-run records (succeeded, or dead with no archived message left)
+    older than this are purged."""
+    archive_retention_days: PositiveFloat = 30.0
+    """Dead letters (pgmq's archive) older than this are purged."""
+    callbacks_retention_days: PositiveFloat = 14.0
+    """Failed cache invalidations older than this are purged (pending ones never are)."""
+    retention_batch_size: PositiveInt = 500
+    """Rows one purge statement deletes: small, so no lock is held for long."""
+    retention_schedule: str = "17 * * * *"
+    """When the retention purge runs (cron, UTC; ``off`` for never)."""
+    verify_schedule: str = "30 3 * * *"
+    """When ``verify`` runs and alerts on drift (cron, UTC; ``off`` for never)."""
+    leader_lease_seconds: Annotated[float, Field(ge=1)] = 15.0
+    """Within this long of the leader's death another replica runs the recurring jobs."""
     log_format: str = "auto"
     log_level: str = "INFO"
 
@@ -99,6 +123,18 @@ class Settings(BaseSettings):
     def _queue_name_is_an_identifier(cls, value: str) -> str:
         if not QUEUE_NAME_PATTERN.fullmatch(value):
             raise ValueError("must be lowercase letters, digits and _ (at most 47 characters)")
+        return value
+
+    @field_validator("retention_schedule", "verify_schedule")
+    @classmethod
+    def _cron_or_off(cls, value: str) -> str:
+        value = value.strip()
+        if value == SCHEDULE_OFF:
+            return value
+        try:
+            CronSim(value, datetime.now(UTC))
+        except CronSimError as exc:
+            raise ValueError(f"not a cron expression ({exc}) nor {SCHEDULE_OFF!r}") from None
         return value
 
     @field_validator("stats_read_roles")

@@ -193,3 +193,24 @@ SELECT min(stats.enqueue_match(tenant_id, id)) FROM picked
 SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8
 FROM stats_worker.job_runs
 WHERE msg_id >= $1
+
+-- name: bench_latest_matches
+-- A tenant's $2 latest counted matches (sent again as live messages).
+SELECT m.id
+FROM public.matches AS m
+WHERE m.tenant_id = $1 AND m.status = 'completed'
+  AND m.team_a_score IS NOT NULL AND m.team_b_score IS NOT NULL
+ORDER BY m.played_at DESC, m.id DESC
+LIMIT $2
+
+-- name: bench_enqueue_tenant_matches
+-- A backfill: up to $3 of tenant $2's completed matches, oldest first, on queue $1.
+SELECT count(*) FROM pgmq.send_batch($1::text, ARRAY(
+    SELECT jsonb_build_object('tenant_id', m.tenant_id, 'match_id', m.id)
+    FROM public.matches AS m
+    WHERE m.tenant_id = $2 AND m.status = 'completed'
+    ORDER BY m.played_at, m.id
+    LIMIT $3))
+
+-- name: bench_purge_queue
+SELECT pgmq.purge_queue($1::text)

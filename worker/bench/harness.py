@@ -20,6 +20,7 @@ from worker.bench.samples import TableTimings
 from worker.database import Pool
 from worker.handlers import HandlerRegistry, Subject
 from worker.league import Line, Match
+from worker.priorities import bulk_queue_name
 from worker.queries import query
 from worker.settings import Settings
 from worker.stats.aggregations import refresh_concurrently
@@ -100,7 +101,7 @@ class StatsHandlers:
 
     def __call__(self, settings: Settings, pool: Pool) -> HandlerRegistry:
         self.made = TimedStatsHandler(pool, keep_runs=self.keep_runs)
-        return {settings.queue_name: self.made}
+        return {settings.queue_name: self.made, bulk_queue_name(settings.queue_name): self.made}
 
     def runs(self) -> list[HandlerRun]:
         return self.made.runs if self.made is not None else []

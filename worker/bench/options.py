@@ -41,6 +41,10 @@ class BenchOptions:
     alone, then among many)."""
     many_tenants: int = 200
     """Tenants of the reference size in the database of the tenant-count measurement."""
+    backfill_messages: int = 10000
+    """Messages of the backfill (another tenant's history) on the bulk queue."""
+    backfill_live_matches: int = 30
+    """Live matches measured idle, then again during that backfill."""
     database: str = BENCH_DATABASE
 
     @classmethod
@@ -61,6 +65,8 @@ class BenchOptions:
             growth_large=1000,
             growth_matches=10,
             many_tenants=20,
+            backfill_messages=1000,
+            backfill_live_matches=10,
         )
 
     def with_overrides(self, **overrides: Any) -> BenchOptions:
@@ -76,7 +82,8 @@ class BenchOptions:
                      "backlog_messages", "one_by_one_messages", "noop_messages",
                      "scale_out_messages",
                      "growth_small", "growth_large", "growth_matches",
-                     "many_tenants"):  # fmt: skip
+                     "many_tenants", "backfill_messages",
+                     "backfill_live_matches"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"bench: --{name.replace('_', '-')} must be positive")
         if not 1 <= self.side_min <= self.side_max or 2 * self.side_min > self.players:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.bench.during_backfill import DuringBackfill
 from worker.bench.latency import RawLatency, WorkerLatency
 from worker.bench.loader import BACKLOG, ONE_BY_ONE, LoadReport
 from worker.bench.options import BenchOptions
@@ -46,6 +47,7 @@ class Results:
     load: LoadReport = field(default_factory=LoadReport)
     latency: WorkerLatency = field(default_factory=WorkerLatency)
     raw: RawLatency = field(default_factory=RawLatency)
+    during_backfill: DuringBackfill = field(default_factory=DuringBackfill)
     growth: dict[str, WorkerLatency] = field(default_factory=dict)
     """``small`` and ``large``."""
     backlog: Drained = field(default_factory=Drained.none)
@@ -144,6 +146,13 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             report["tenant_count"]["ratio_p50"],
             "<=",
             1.2,
+        ),
+        _target(
+            "live_during_backfill",
+            "live-match latency p99 during another tenant's backfill <= 2 x idle p99 (ratio)",
+            report["during_backfill"]["ratio_p99"],
+            "<=",
+            2.0,
         ),
         _target(
             "peak_rss",
@@ -245,6 +254,15 @@ def as_json(results: Results) -> dict[str, Any]:
             "peak_rss_after_mb": results.peak_rss_after_mb,
             "method": RSS_METHOD,
         },
+    }
+    during = results.during_backfill
+    idle_ms, during_ms = summary_ms(during.idle), summary_ms(during.during)
+    report["during_backfill"] = {
+        "backfill_messages": during.backfill_messages,
+        "bulk_left_at_end": during.bulk_left_at_end,
+        "idle_ms": idle_ms,
+        "during_ms": during_ms,
+        "ratio_p99": _ratio(during_ms["p99"], idle_ms["p99"]),
     }
     report["targets"] = targets(report)
     report["all_targets_hold"] = all(t["holds"] for t in report["targets"])

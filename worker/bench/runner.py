@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from uuid import UUID
 
 from rich.console import Console
 from rich.progress import (
@@ -29,7 +30,7 @@ from rich.progress import (
 
 from worker import database
 from worker.app import running_worker
-from worker.bench import latency, scale_out, tenant_count, throughput
+from worker.bench import during_backfill, latency, scale_out, tenant_count, throughput
 from worker.bench.child import load_in_child
 from worker.bench.harness import StatsHandlers, phase_size
 from worker.bench.latency import RawLatency
@@ -70,7 +71,14 @@ async def run_bench(
                 results.settings = under_test
                 bench = _Bench(results, under_test, dsn, pool, receiver, progress)
                 results.peak_rss_after_mb["load"] = peak_rss_mb()
-                for phase in (bench.latency, bench.backlog, bench.queue_overhead, bench.scale_out):
+                phases = (
+                    bench.latency,
+                    bench.during_backfill,
+                    bench.backlog,
+                    bench.queue_overhead,
+                    bench.scale_out,
+                )
+                for phase in phases:
                     await phase()
                     results.peak_rss_after_mb[phase.__name__] = peak_rss_mb()
                 results.tenant_count = await tenant_count.measure(
@@ -158,6 +166,23 @@ class _Bench:
                     await phase_size(self.pool, phase),
                 )
                 self.results.growth[size] = await measure(phase=phase, tick=tick)
+
+    async def during_backfill(self) -> None:
+        options, load = self.results.options, self.results.load
+        handlers = StatsHandlers(keep_runs=False)
+        async with running_worker(self.settings, self.dsn, handlers) as (worker, _):
+            self.results.during_backfill = await during_backfill.measure(
+                worker=worker,
+                pool=self.pool,
+                receiver=self.receiver,
+                live_tenant=UUID(load.growth_tenants[GROWTH_SMALL]),
+                backfill_tenant=UUID(load.growth_tenants[GROWTH_LARGE]),
+                backfill_messages=options.backfill_messages,
+                matches=options.backfill_live_matches,
+                tick=self._task(
+                    "live matches, idle then during a backfill", 2 * options.backfill_live_matches
+                ),
+            )
 
     async def backlog(self) -> None:
         for phase, coalesce in ((BACKLOG, True), (ONE_BY_ONE, False)):
