@@ -178,6 +178,26 @@ def cmd_callbacks(settings: Settings, args: argparse.Namespace) -> Coroutine[Any
     return _with_pool(settings, show)
 
 
+def cmd_pause(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker import control
+
+    async def work(pool: Pool) -> int:
+        name = settings.queue_name
+        if args.command == "pause":
+            changed = await control.pause(pool, name)
+            print(
+                f"queue {name} paused: every replica stops reading within one poll"
+                if changed
+                else f"queue {name} was already paused"
+            )
+        else:
+            changed = await control.resume(pool, name)
+            print(f"queue {name} resumed" if changed else f"queue {name} was not paused")
+        return 0
+
+    return _with_pool(settings, work)
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     from rich.console import Console
 
@@ -306,6 +326,9 @@ def _add_operator_commands(commands: Any) -> None:
     callbacks.add_argument("--failed", action="store_true", help="list the failed ones")
     callbacks.add_argument("--limit", type=int, default=50)
     callbacks.set_defaults(handler=cmd_callbacks)
+
+    for name, what in (("pause", "stop every replica reading the queue"), ("resume", "undo pause")):
+        commands.add_parser(name, help=what).set_defaults(handler=cmd_pause)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,7 +36,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from worker import jobs, metrics
+from worker import control, jobs, metrics
 from worker.queue import Queue, QueueDepth, send
 from worker.refresher import QueueSnapshots
 from worker.settings import Settings
@@ -166,6 +166,7 @@ class _Endpoints:
             "queue": None,
             "in_flight": status.in_flight,
             "stopping": status.stopping,
+            "paused": status.paused,
             "version": self.version,
         }
         try:
@@ -263,7 +264,8 @@ class _Endpoints:
 
     async def queue(self, request: Request) -> Response:
         summary = await jobs.queue_summary(self.pool, self.queue_name)
-        return _JSON({"queue": self.queue_name, **summary})
+        paused = await control.is_paused(self.pool, self.queue_name)
+        return _JSON({"queue": self.queue_name, "paused": paused, **summary})
 
     async def enqueue(self, request: Request) -> Response:
         raw = await _bounded_body(request)
