@@ -31,12 +31,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from worker import control, jobs, metrics
+from worker.console import create_console
 from worker.queue import Queue, QueueDepth, send
 from worker.refresher import QueueSnapshots
 from worker.settings import Settings
@@ -350,11 +351,15 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return _error(503, "database unreachable")
 
 
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse("/admin/", 303)
+
+
 def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starlette:
     """The worker's HTTP app; ``snapshots`` are the refresher's queue depths, if it runs."""
     endpoints = _Endpoints(worker, snapshots if snapshots is not None else QueueSnapshots())
     guard = endpoints.operator
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
         Route("/jobs", guard(endpoints.list_jobs), methods=["GET"]),
@@ -363,6 +368,9 @@ def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starl
         Route("/jobs/{msg_id:int}/retry", guard(endpoints.retry), methods=["POST"]),
         Route("/queue", guard(endpoints.queue), methods=["GET"]),
     ]
+    if worker.settings.admin_token is not None:
+        routes.append(Mount("/admin", create_console(worker)))
+        routes.append(Route("/", _to_console, methods=["GET"]))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: _http_error,
         **dict.fromkeys(DATABASE_ERRORS, _database_error),
