@@ -88,6 +88,12 @@ SELECT
     count(*) FILTER (WHERE r.status = 'succeeded') AS succeeded_last_24h,
     count(*) FILTER (WHERE r.status = 'dead' AND r.retried_as IS NOT NULL) AS retried_last_24h,
     count(*) FILTER (WHERE r.status = 'dead' AND r.retried_as IS NULL) AS dead_last_24h,
+    (count(*) FILTER (WHERE r.status = 'succeeded'
+                        AND r.finished_at > now() - interval '5 minutes') / 5.0)::float8
+        AS succeeded_per_minute,
+    (count(*) FILTER (WHERE r.status = 'dead'
+                        AND r.updated_at > now() - interval '5 minutes') / 5.0)::float8
+        AS dead_per_minute,
     avg(r.duration_ms) FILTER (WHERE r.status = 'succeeded') AS mean_duration_ms,
     percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration_ms)
         FILTER (WHERE r.status = 'succeeded') AS p95_duration_ms,
