@@ -3,8 +3,10 @@ elsewhere refused, the token never shown. (The browser tests: test_console_brows
 
 from __future__ import annotations
 
+import ast
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from tests.support import running_worker, worker_settings
 from tests.test_http import TOKEN, serving
 
+WORKER = Path(__file__).resolve().parent.parent / "worker"
 PAGES = ["/admin/", "/admin/jobs", "/admin/jobs/1", "/admin/dead", "/admin/callbacks"]
 ACTIONS = [
     "/admin/jobs/1/retry",
@@ -113,3 +116,31 @@ async def test_odd_filters_list_jobs_instead_of_failing(database_url, filters):
     async with console(database_url) as client:
         await _logged_in(client)
         assert (await client.get(f"/admin/jobs?{filters}")).status_code == 200
+
+
+async def test_wrong_tokens_at_the_login_form_are_limited_like_the_api(database_url):
+    async with console(database_url) as client:
+        for _ in range(10):
+            assert (await client.post("/admin/login", data={"token": "no"})).status_code == 401
+        blocked = await client.post("/admin/login", data={"token": TOKEN})
+        assert blocked.status_code == 429
+        assert "wait a minute" in blocked.text
+        assert "stats_worker_session" not in blocked.headers.get("set-cookie", "")
+
+
+def test_the_console_depends_on_no_upper_layer():
+    """It is mounted by worker.http and runs inside worker.app: it imports neither."""
+    for module in ("console", "console_auth", "guesses", "control", "jobs"):
+        tree = ast.parse((WORKER / f"{module}.py").read_text())
+        imported = {
+            alias.name if isinstance(node, ast.Import) else f"{node.module}.{alias.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        upward = {
+            name
+            for name in imported
+            if name.startswith(("worker.app", "worker.http", "worker.cli"))
+        }
+        assert upward == set(), module

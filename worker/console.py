@@ -36,6 +36,7 @@ from worker.console_auth import (
     token_matches,
 )
 from worker.database import Pool
+from worker.guesses import FailedGuesses
 from worker.settings import Settings
 from worker.status import WorkerStatus
 
@@ -70,8 +71,9 @@ def _when(moment: datetime | None) -> str:
 
 
 class Console:
-    def __init__(self, host: ConsoleHost) -> None:
+    def __init__(self, host: ConsoleHost, guesses: FailedGuesses) -> None:
         self.host = host
+        self.guesses = guesses
         self.queue_name = host.settings.queue_name
         token = host.settings.admin_token
         self.secret = token.get_secret_value() if token is not None else ""
@@ -127,7 +129,12 @@ class Console:
         form = await _form(request)
         if not _same_origin(request):
             return self.render(request, "refused.html", 403)
+        client = request.client.host if request.client else "unknown"
+        if self.guesses.blocked(client):
+            error = "Too many wrong tokens: wait a minute."
+            return self.render(request, "login.html", 429, error=error)
         if not token_matches(self.secret, form.get("token", "")):
+            self.guesses.failed(client)
             return self.render(request, "login.html", 401, error="That is not the admin token.")
         response = RedirectResponse("/admin/", 303)
         response.set_cookie(
@@ -266,9 +273,13 @@ def _uuid(text: str | None) -> UUID | None:
         return None
 
 
-def create_console(host: ConsoleHost) -> Starlette:
-    """The console's routes, mounted by the HTTP app at ``/admin``."""
-    console = Console(host)
+def create_console(host: ConsoleHost, guesses: FailedGuesses) -> Starlette:
+    """The console's routes, mounted by the HTTP app at ``/admin``.
+
+    ``guesses`` is shared with the operator API: wrong tokens count against a
+    client whichever door it knocks on.
+    """
+    console = Console(host, guesses)
     page, action = console.page, console.action
     routes = [
         Route("/login", console.login_form, methods=["GET"]),

@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import socket
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -38,6 +37,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from worker import control, jobs, metrics
 from worker.console import create_console
+from worker.guesses import FailedGuesses
 from worker.queue import Queue, QueueDepth, send
 from worker.refresher import QueueSnapshots
 from worker.settings import Settings
@@ -311,33 +311,6 @@ async def _bounded_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-class FailedGuesses:
-    """Failed token attempts per client over a sliding window."""
-
-    def __init__(self, allowed: int, window_seconds: float) -> None:
-        self._allowed = allowed
-        self._window = window_seconds
-        self._seen: dict[str, list[float]] = {}
-
-    def _recent(self, client: str) -> list[float]:
-        cutoff = time.monotonic() - self._window
-        recent = [t for t in self._seen.get(client, []) if t > cutoff]
-        if recent:
-            self._seen[client] = recent
-        else:
-            self._seen.pop(client, None)
-        return recent
-
-    def blocked(self, client: str) -> bool:
-        return len(self._recent(client)) >= self._allowed
-
-    def failed(self, client: str) -> None:
-        if len(self._seen) > 10_000:  # bounded whatever the number of clients
-            self._seen.clear()
-        self._recent(client)
-        self._seen.setdefault(client, []).append(time.monotonic())
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return _error(exc.status_code, exc.detail, dict(exc.headers or {}))
@@ -369,7 +342,7 @@ def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starl
         Route("/queue", guard(endpoints.queue), methods=["GET"]),
     ]
     if worker.settings.admin_token is not None:
-        routes.append(Mount("/admin", create_console(worker)))
+        routes.append(Mount("/admin", create_console(worker, endpoints.guesses)))
         routes.append(Route("/", _to_console, methods=["GET"]))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: _http_error,
