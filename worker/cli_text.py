@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker.jobs import FailedCallback, Job
-from worker.maintenance import Drift
+from worker.maintenance import RATING_TOLERANCE, Drift
 
 SHORT_ERROR_CHARACTERS = 60
 
@@ -74,8 +74,15 @@ def drift_lines(item: Drift) -> list[str]:
     return [
         f"{where} {column}: expected {item.expected.get(column)!r}, found {item.live.get(column)!r}"
         for column in columns
-        if item.live.get(column) != item.expected.get(column)
+        if _differs(item.live.get(column), item.expected.get(column))
     ]
+
+
+def _differs(found: Any, expected: Any) -> bool:
+    """As verify judges: numbers within its tolerance (ratings) are the same."""
+    if isinstance(found, int | float) and isinstance(expected, int | float):
+        return abs(found - expected) > RATING_TOLERANCE
+    return bool(found != expected)
 
 
 def drift_summary(drift: list[Drift], tenants: int) -> str:
