@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
+from tests.support import (
+    prepare_engine_table,
+    running_worker,
+    start_worker_process,
+    stop_process,
+    wait_for,
+    worker_settings,
+)
 from tests.test_cli import cli
 from worker.queue import send
 
@@ -46,3 +53,30 @@ async def _both(first, second, *, paused: bool) -> bool:
 
 async def _is(pool, msg_id: int, status: str) -> bool:
     return await _status(pool, msg_id) == status
+
+
+async def test_worker_processes_each_stop_reading_within_a_poll_of_a_pause(database_url, pool):
+    await prepare_engine_table(database_url)
+    workers = [start_worker_process(database_url) for _ in range(2)]
+    try:
+        await wait_for(lambda: _replicas(pool, paused=False, count=2), timeout=30)
+        assert cli(database_url, "pause").returncode == 0
+        # each process records itself the poll it first sees the pause
+        await wait_for(lambda: _replicas(pool, paused=True, count=2), timeout=2)
+        held = await send(pool, QUEUE, {"job": "held"})
+        await asyncio.sleep(1.0)  # five polls of 0.2 s
+        assert await _status(pool, held) is None
+        assert cli(database_url, "resume").returncode == 0
+        await wait_for(lambda: _is(pool, held, "succeeded"))
+    finally:
+        for process in workers:
+            assert stop_process(process) == 0
+
+
+async def _replicas(pool, *, paused: bool, count: int) -> bool:
+    found = await pool.fetchval(
+        "SELECT count(*) FROM stats_worker.replicas"
+        " WHERE paused = $1 AND seen_at > now() - interval '1 minute'",
+        paused,
+    )
+    return bool(found == count)
