@@ -192,6 +192,25 @@ def test_a_non_editable_install_finds_its_sql(image_venv: Path):
     assert int(count) == len(queries())
 
 
+def test_the_image_carries_the_consoles_templates_and_assets(image_venv: Path):
+    probe = (
+        "from worker.console import HERE; "
+        "print(HERE, (HERE / 'templates/overview.html').is_file(), "
+        "(HERE / 'static/console.js').is_file())"
+    )
+    result = subprocess.run(
+        [str(image_venv / "bin/python"), "-c", probe],
+        cwd=image_venv.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found_dir, template, asset = result.stdout.split()
+    assert Path(found_dir).is_relative_to(image_venv)
+    assert (template, asset) == ("True", "True")
+
+
 def _locked_packages(*flags: str) -> set[str]:
     """Package names ``uv export`` lists for the lock file with ``flags``."""
     result = subprocess.run(

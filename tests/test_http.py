@@ -350,6 +350,8 @@ async def test_operators_see_outcomes_and_bring_a_dead_letter_back(database_url,
         again = await client.post(f"/jobs/{dead_id}/retry", headers=AUTH)
         assert again.status_code == 409
         assert f"message {dead_id} is not a dead letter" in again.json()["error"]
+        retried = (await client.get(f"/jobs/{dead_id}", headers=AUTH)).json()
+        assert (retried["status"], retried["retried_as"]) == ("retried", new_id)
         assert (await client.post(f"/jobs/{ok_id}/retry", headers=AUTH)).status_code == 409
         assert (await client.post("/jobs/987654/retry", headers=AUTH)).status_code == 404
         assert (await client.get("/jobs/987654", headers=AUTH)).status_code == 404
@@ -357,12 +359,13 @@ async def test_operators_see_outcomes_and_bring_a_dead_letter_back(database_url,
 
         summary = (await client.get("/queue", headers=AUTH)).json()
     assert summary["queue"] == QUEUE
-    assert summary["succeeded_24h"] == 2
-    assert summary["dead_24h"] == 1
-    assert summary["pending"] == 0
-    for key in ("running", "mean_duration_ms", "p95_duration_ms", "oldest_pending_age_s"):
+    assert summary["succeeded_last_24h"] == 2
+    assert summary["retried_last_24h"] == 1
+    assert summary["dead_last_24h"] == 0
+    assert summary["waiting"] == 0
+    for key in ("running", "mean_duration_ms", "p95_duration_ms", "oldest_waiting_seconds"):
         assert key in summary
-    assert summary["callbacks_failed"] == 0
+    assert summary["failed_callbacks"] == 0
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from tests import reference
 from tests.support import drain_stats
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
-from worker.maintenance import rebuild, verify
+from worker.maintenance import rebuild, scopes, verify
 
 PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)
 
@@ -86,6 +87,10 @@ async def test_verify_reports_drift_and_rebuild_repairs_it(database_url, conn, p
         == 0
     )
 
-    await rebuild(pool, [tenant])
+    # One tenant: the progress still moves statistic by statistic, counted in matches.
+    steps: list[float] = []
+    await rebuild(pool, await scopes(pool, [tenant]), steps.append)
+    assert len(steps) == 11
+    assert sum(steps) == pytest.approx(len(league.tenants[0].matches))
     assert await verify(pool, tenant) == []
     await reference.assert_stats_match_reference(conn)

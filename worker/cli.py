@@ -97,34 +97,102 @@ def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker.cli_text import job_lines
+
     async def work(pool: Pool) -> int:
-        found = await jobs.list_jobs(pool, settings.queue_name, args.status, args.limit)
+        found = await jobs.list_jobs(
+            pool, settings.queue_name, args.status, args.limit, tenant=args.tenant, since=args.since
+        )
         if args.json:
             print(json.dumps([job.as_json() for job in found], indent=2))
             return 0
-        print(f"{'msg_id':>8}  {'status':<9} {'tries':>5}  {'match':>8}  {'ms':>8}  error")
-        for job in found:
-            ms = f"{job.duration_ms:.1f}" if job.duration_ms is not None else "-"
-            error = (job.last_error or "").replace("\n", " ")[:80]
-            if job.retried_as:
-                error = f"(retried as {job.retried_as}) {error}"
-            print(
-                f"{job.msg_id:>8}  {job.status:<9} {job.attempts:>5}  "
-                f"{job.match_id if job.match_id is not None else '-':>8}  {ms:>8}  {error}"
-            )
+        print("\n".join(job_lines(found, wide=args.wide)))
         return 0
 
     return _with_pool(settings, work)
 
 
+def _since(text: str) -> datetime:
+    """``--since``: an ISO-8601 time (UTC when no offset) or a span back from now: 30m, 2h, 1d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[:-1].isdigit() and text[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a time (2026-12-03T08:00) nor a span (30m, 2h, 1d)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    async def work(pool: Pool) -> int:
+    async def one(pool: Pool) -> int:
         new_id = await jobs.retry_dead(pool, settings.queue_name, args.msg_id)
-        if new_id is None:
-            raise CommandError(
-                f"message {args.msg_id} is not a dead letter of {settings.queue_name}"
+        if new_id is not None:
+            print(f"message {args.msg_id} is back on the queue as {new_id}")
+            return 0
+        job = await jobs.get_job(pool, settings.queue_name, args.msg_id)
+        if job is not None and job.retried_as is not None:
+            raise CommandError(f"message {args.msg_id} was already retried as {job.retried_as}")
+        state = f" (it is {job.status})" if job is not None else ""
+        raise CommandError(
+            f"message {args.msg_id} is not a dead letter of {settings.queue_name}{state}"
+        )
+
+    async def every(pool: Pool) -> int:
+        resent = await jobs.retry_all_dead(pool, settings.queue_name, args.since)
+        for old, new in resent:
+            print(f"message {old} is back on the queue as {new}")
+        print(f"retried {len(resent)} dead letter(s)")
+        return 0
+
+    if args.all_dead == (args.msg_id is not None):
+        raise CommandError("give either a msg_id or --all-dead")
+    if args.since is not None and not args.all_dead:
+        raise CommandError("--since goes with --all-dead")
+    return _with_pool(settings, every if args.all_dead else one)
+
+
+def cmd_callbacks(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker.cli_text import callback_lines
+
+    async def show(pool: Pool) -> int:
+        failed = await jobs.failed_callbacks(pool, args.limit)
+        print("\n".join(callback_lines(failed)))
+        print(f"{len(failed)} failed invalidation(s)")
+        return 0
+
+    async def resend(pool: Pool) -> int:
+        ids = await jobs.resend_callbacks(pool, args.ids or None)
+        missing = sorted(set(args.ids) - set(ids))
+        print(f"{len(ids)} failed invalidation(s) due again: a running worker sends them now")
+        if missing:
+            raise CommandError(f"not failed invalidations: {', '.join(map(str, missing))}")
+        return 0
+
+    if args.action == "resend":
+        return _with_pool(settings, resend)
+    if not args.failed:
+        raise CommandError("say what to see: callbacks --failed, or callbacks resend [ID ...]")
+    return _with_pool(settings, show)
+
+
+def cmd_pause(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from worker import control
+
+    async def work(pool: Pool) -> int:
+        name = settings.queue_name
+        if args.command == "pause":
+            changed = await control.pause(pool, name)
+            print(
+                f"queue {name} paused: every replica stops reading within one poll"
+                if changed
+                else f"queue {name} was already paused"
             )
-        print(f"message {args.msg_id} is back on the queue as {new_id}")
+        else:
+            changed = await control.resume(pool, name)
+            print(f"queue {name} resumed" if changed else f"queue {name} was not paused")
         return 0
 
     return _with_pool(settings, work)
@@ -148,6 +216,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from rich.console import Console
     from rich.progress import Progress
 
     from worker import maintenance
@@ -156,10 +225,13 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
 
     async def work(pool: Pool) -> int:
         tenant_ids = await maintenance.tenants(pool, args.tenant)
-        with Progress() as progress:
-            bar = progress.add_task("rebuilding", total=len(tenant_ids))
-            await maintenance.rebuild(pool, tenant_ids, lambda _: progress.advance(bar))
-        print(f"rebuilt the statistics of {len(tenant_ids)} tenant(s)")
+        scopes = await maintenance.scopes(pool, tenant_ids)
+        matches = sum(len(scope.match_ids) for scope in scopes)
+        with Progress(console=Console(stderr=True)) as progress:
+            bar = progress.add_task(f"rebuilding {matches} match(es)", total=matches or 1)
+            await maintenance.rebuild(pool, scopes, lambda done: progress.advance(bar, done))
+            progress.update(bar, completed=matches or 1)
+        print(f"rebuilt the statistics of {matches} match(es) in {len(tenant_ids)} tenant(s)")
         async with http_client(settings) as client:
             await CacheInvalidator(pool, settings, client).send_due_now()
         owed = await pool.fetchval(query("pending_callbacks"))
@@ -175,18 +247,26 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    from rich.console import Console
+    from rich.progress import Progress
+
     from worker import maintenance
+    from worker.cli_text import drift_lines, drift_summary
 
     async def work(pool: Pool) -> int:
         tenant_ids = await maintenance.tenants(pool, args.tenant)
-        drift = [d for tenant in tenant_ids for d in await maintenance.verify(pool, tenant)]
+        drift = []
+        with Progress(console=Console(stderr=True)) as progress:
+            bar = progress.add_task("verifying tenants", total=len(tenant_ids) or 1)
+            for tenant in tenant_ids:
+                drift += await maintenance.verify(pool, tenant)
+                progress.advance(bar)
         for item in drift[: args.show]:
-            print(f"{item.table} {item.key}: live={item.live} expected={item.expected}")
-        if drift:
-            print(f"drift: {len(drift)} row(s) differ in {len(tenant_ids)} tenant(s)")
-            return 1
-        print(f"no drift in {len(tenant_ids)} tenant(s)")
-        return 0
+            print("\n".join(drift_lines(item)))
+        if len(drift) > args.show:
+            print(f"... and {len(drift) - args.show} more row(s) (--show N prints more)")
+        print(drift_summary(drift, len(tenant_ids)))
+        return 1 if drift else 0
 
     return _with_pool(settings, work)
 
@@ -238,6 +318,34 @@ def cmd_soak(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
     return run_soak(settings, args.minutes, Console(), Path(args.json) if args.json else None)
 
 
+def _add_operator_commands(commands: Any) -> None:
+    """jobs, retry, callbacks: what an operator looks at and puts right."""
+    listing = commands.add_parser("jobs", help="list job runs")
+    listing.add_argument("--status", choices=jobs.JOB_STATUSES)
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--tenant", type=uuid.UUID)
+    listing.add_argument("--since", type=_since, help="updated since: ISO time or 30m, 2h, 1d")
+    listing.add_argument("--wide", action="store_true", help="whole tenant ids and errors")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_jobs)
+
+    retry = commands.add_parser("retry", help="put dead letters back on the queue")
+    retry.add_argument("msg_id", type=int, nargs="?")
+    retry.add_argument("--all-dead", action="store_true", help="every dead letter not retried")
+    retry.add_argument("--since", type=_since, help="with --all-dead: those dead since then")
+    retry.set_defaults(handler=cmd_retry)
+
+    callbacks = commands.add_parser("callbacks", help="failed cache invalidations")
+    callbacks.add_argument("action", nargs="?", choices=["resend"])
+    callbacks.add_argument("ids", nargs="*", type=int, help="with resend: these (default all)")
+    callbacks.add_argument("--failed", action="store_true", help="list the failed ones")
+    callbacks.add_argument("--limit", type=int, default=50)
+    callbacks.set_defaults(handler=cmd_callbacks)
+
+    for name, what in (("pause", "stop every replica reading the queue"), ("resume", "undo pause")):
+        commands.add_parser(name, help=what).set_defaults(handler=cmd_pause)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stats-worker",
@@ -264,15 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--queue", help="queue name (default: QUEUE_NAME)")
     enqueue.set_defaults(handler=cmd_enqueue)
 
-    listing = commands.add_parser("jobs", help="list job runs")
-    listing.add_argument("--status", choices=jobs.JOB_STATUSES)
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=cmd_jobs)
-
-    retry = commands.add_parser("retry", help="put a dead letter back on the queue")
-    retry.add_argument("msg_id", type=int)
-    retry.set_defaults(handler=cmd_retry)
+    _add_operator_commands(commands)
 
     demo = commands.add_parser("demo", help="play a small league through the worker")
     demo.add_argument("--seed", type=int, default=7)

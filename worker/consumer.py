@@ -18,7 +18,7 @@ from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import database, metrics
+from worker import control, database, metrics
 from worker.database import DATABASE_ERRORS, Pool
 from worker.errors import GiveUp, MalformedMessage, RetryLater
 from worker.handlers import Handler
@@ -92,6 +92,8 @@ class Consumer:
         self._in_flight_gauge = metrics.jobs_in_flight.labels(queue=queue_name)
         self._lost = metrics.messages_lost_total.labels(queue=queue_name)
         self._poll_gauge = metrics.last_poll_timestamp_seconds.labels(queue=queue_name)
+        self._replica = control.replica_name()
+        self._replica_seen_at = -control.REPLICA_SEEN_SECONDS
 
     def stop(self) -> None:
         """Stop reading; in-flight work goes on (see :meth:`run`)."""
@@ -136,6 +138,10 @@ class Consumer:
                 continue
             self._wake.clear()
             try:
+                if await self._paused():
+                    self._mark_poll()
+                    await self._sleep_until_woken()
+                    continue
                 messages = await self.queue.read(self._settings.visibility_timeout_seconds, limit)
             except DATABASE_ERRORS as exc:
                 failures += 1
@@ -168,6 +174,19 @@ class Consumer:
             return 0
         room = self._settings.batch_size - self._waiting_count
         return min(room, READ_AHEAD_PER_SLOT * self._settings.concurrency)
+
+    async def _paused(self) -> bool:
+        """Asked before every read, so a pause reaches every replica within one poll."""
+        paused = await control.is_paused(self.queue.pool, self.queue.name)
+        changed = paused != self._status.paused
+        if changed:
+            log.warning("consuming paused" if paused else "consuming resumed", extra=self._labels)
+        self._status.paused = paused
+        now = time.monotonic()
+        if changed or now - self._replica_seen_at >= control.REPLICA_SEEN_SECONDS:
+            self._replica_seen_at = now
+            await control.replica_seen(self.queue.pool, self.queue.name, self._replica, paused)
+        return paused
 
     def _mark_poll(self) -> None:
         now = time.time()

@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import socket
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,12 +30,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from worker import jobs, metrics
+from worker import control, jobs, metrics
+from worker.console import create_console
+from worker.guesses import FailedGuesses
 from worker.queue import Queue, QueueDepth, send
 from worker.refresher import QueueSnapshots
 from worker.settings import Settings
@@ -166,6 +167,7 @@ class _Endpoints:
             "queue": None,
             "in_flight": status.in_flight,
             "stopping": status.stopping,
+            "paused": status.paused,
             "version": self.version,
         }
         try:
@@ -263,7 +265,8 @@ class _Endpoints:
 
     async def queue(self, request: Request) -> Response:
         summary = await jobs.queue_summary(self.pool, self.queue_name)
-        return _JSON({"queue": self.queue_name, **summary})
+        paused = await control.is_paused(self.pool, self.queue_name)
+        return _JSON({"queue": self.queue_name, "paused": paused, **summary})
 
     async def enqueue(self, request: Request) -> Response:
         raw = await _bounded_body(request)
@@ -308,33 +311,6 @@ async def _bounded_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-class FailedGuesses:
-    """Failed token attempts per client over a sliding window."""
-
-    def __init__(self, allowed: int, window_seconds: float) -> None:
-        self._allowed = allowed
-        self._window = window_seconds
-        self._seen: dict[str, list[float]] = {}
-
-    def _recent(self, client: str) -> list[float]:
-        cutoff = time.monotonic() - self._window
-        recent = [t for t in self._seen.get(client, []) if t > cutoff]
-        if recent:
-            self._seen[client] = recent
-        else:
-            self._seen.pop(client, None)
-        return recent
-
-    def blocked(self, client: str) -> bool:
-        return len(self._recent(client)) >= self._allowed
-
-    def failed(self, client: str) -> None:
-        if len(self._seen) > 10_000:  # bounded whatever the number of clients
-            self._seen.clear()
-        self._recent(client)
-        self._seen.setdefault(client, []).append(time.monotonic())
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return _error(exc.status_code, exc.detail, dict(exc.headers or {}))
@@ -348,11 +324,15 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     return _error(503, "database unreachable")
 
 
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse("/admin/", 303)
+
+
 def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starlette:
     """The worker's HTTP app; ``snapshots`` are the refresher's queue depths, if it runs."""
     endpoints = _Endpoints(worker, snapshots if snapshots is not None else QueueSnapshots())
     guard = endpoints.operator
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health", endpoints.health, methods=["GET"]),
         Route("/metrics", endpoints.metrics, methods=["GET"]),
         Route("/jobs", guard(endpoints.list_jobs), methods=["GET"]),
@@ -361,6 +341,9 @@ def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starl
         Route("/jobs/{msg_id:int}/retry", guard(endpoints.retry), methods=["POST"]),
         Route("/queue", guard(endpoints.queue), methods=["GET"]),
     ]
+    if worker.settings.admin_token is not None:
+        routes.append(Mount("/admin", create_console(worker, endpoints.guesses)))
+        routes.append(Route("/", _to_console, methods=["GET"]))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         HTTPException: _http_error,
         **dict.fromkeys(DATABASE_ERRORS, _database_error),

@@ -13,7 +13,8 @@ from worker.queries import query
 from worker.queue import decode_body
 from worker.settings import QUEUE_NAME_PATTERN
 
-JOB_STATUSES = ("queued", "running", "succeeded", "retrying", "dead")
+JOB_STATUSES = ("queued", "running", "succeeded", "retrying", "dead", "retried")
+"""'retried': a dead letter already put back on the queue (its ``retried_as``)."""
 
 
 def queue_query(name: str, queue_name: str) -> str:
@@ -51,10 +52,28 @@ class Job:
         return out
 
 
-async def list_jobs(pool: Pool, queue_name: str, status: str | None, limit: int) -> list[Job]:
+async def list_jobs(
+    pool: Pool,
+    queue_name: str,
+    status: str | None,
+    limit: int,
+    *,
+    tenant: UUID | None = None,
+    since: datetime | None = None,
+    before_msg_id: int | None = None,
+) -> list[Job]:
+    """Newest first; ``before_msg_id`` (the last one shown) gives the next page."""
     if status is not None and status not in JOB_STATUSES:
         raise ValueError(f"unknown status {status!r}; one of {', '.join(JOB_STATUSES)}")
-    rows = await pool.fetch(queue_query("list_jobs", queue_name), queue_name, status, limit)
+    rows = await pool.fetch(
+        queue_query("list_jobs", queue_name),
+        queue_name,
+        status,
+        limit,
+        tenant,
+        since,
+        before_msg_id,
+    )
     return [Job(**dict(row)) for row in rows]
 
 
@@ -86,7 +105,52 @@ async def retry_dead(pool: Pool, queue_name: str, msg_id: int) -> int | None:
     return None if row is None else int(row["new_id"])
 
 
+MAX_BULK_RETRY = 10_000
+"""Most dead letters one bulk retry puts back (run it again for more)."""
+
+
+async def retry_all_dead(
+    pool: Pool, queue_name: str, since: datetime | None = None
+) -> list[tuple[int, int]]:
+    """Every dead letter not retried yet (died since ``since``) back on the queue.
+
+    One at a time, each in its own statement, so one that another operator
+    retried meanwhile is skipped rather than failing the rest: (old, new) msg_ids.
+    """
+    rows = await pool.fetch(
+        queue_query("dead_letters", queue_name), queue_name, since, MAX_BULK_RETRY
+    )
+    resent = []
+    for row in rows:
+        new_id = await retry_dead(pool, queue_name, row["msg_id"])
+        if new_id is not None:
+            resent.append((int(row["msg_id"]), new_id))
+    return resent
+
+
+@dataclass(frozen=True)
+class FailedCallback:
+    id: int
+    tags: list[str]
+    msg_ids: list[int]
+    created_at: datetime
+    attempts: int
+    last_error: str | None
+
+
+async def failed_callbacks(pool: Pool, limit: int) -> list[FailedCallback]:
+    return [
+        FailedCallback(**dict(row)) for row in await pool.fetch(query("failed_callbacks"), limit)
+    ]
+
+
+async def resend_callbacks(pool: Pool, ids: list[int] | None) -> list[int]:
+    """Failed invalidations (these, or all with None) due again now; the ids made due."""
+    return [row["id"] for row in await pool.fetch(query("resend_callbacks"), ids)]
+
+
 async def queue_summary(pool: Pool, queue_name: str) -> dict[str, Any]:
+    """The queue at a glance; durations and ages rounded to a tenth."""
     row = await pool.fetchrow(queue_query("queue_summary", queue_name), queue_name)
     assert row is not None
-    return {key: (float(v) if isinstance(v, float) else v) for key, v in dict(row).items()}
+    return {key: (round(v, 1) if isinstance(v, float) else v) for key, v in dict(row).items()}

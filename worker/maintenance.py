@@ -24,7 +24,8 @@ from worker.stats.aggregations import (
 from worker.stats.handler import cache_tags
 
 RATING_TOLERANCE = 0.01
-Progress = Callable[[UUID], None]
+Progress = Callable[[float], None]
+"""Told how many matches' worth of work was just done (a fraction per statistic)."""
 
 
 async def tenants(pool: Pool, only: UUID | None = None) -> list[UUID]:
@@ -46,17 +47,27 @@ async def full_scope(executor: Pool | Connection, tenant: UUID) -> Scope:
     )
 
 
-async def rebuild(pool: Pool, tenant_ids: list[UUID], progress: Progress | None = None) -> None:
-    """Recompute every statistic of these tenants from the source tables.
+async def scopes(pool: Pool, tenant_ids: list[UUID]) -> list[Scope]:
+    return [await full_scope(pool, tenant) for tenant in tenant_ids]
 
+
+async def rebuild(pool: Pool, tenant_scopes: list[Scope], progress: Progress | None = None) -> None:
+    """Recompute every statistic of these tenants' scopes from the source tables.
+
+    Progress counts matches, each statistic of a tenant a share of its matches,
+    so one big tenant moves the bar as its statistics finish instead of at its end.
     Each tenant's cache tags are then owed to the app (``stats_worker.callbacks``),
     so pages built from the old statistics are invalidated.
     """
-    for tenant in tenant_ids:
-        await refresh_concurrently(pool, await full_scope(pool, tenant))
-        await pool.fetchval(query("owe_invalidation"), cache_tags([tenant]))
-        if progress is not None:
-            progress(tenant)
+    for scope in tenant_scopes:
+        share = len(scope.match_ids) / len(TABLES)
+        done = None if progress is None else _reporting(progress, share)
+        await refresh_concurrently(pool, scope, done)
+        await pool.fetchval(query("owe_invalidation"), cache_tags([scope.tenant_id]))
+
+
+def _reporting(progress: Progress, share: float) -> Callable[[str], None]:
+    return lambda _table: progress(share)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ class WorkerStatus:
     listener_connected: bool = False
     in_flight: int = 0
     stopping: bool = False
+    paused: bool = False
+    """An operator paused the queue: the consumer reads nothing until resumed."""
 
     @classmethod
     def now(cls) -> WorkerStatus:

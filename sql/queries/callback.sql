@@ -43,3 +43,18 @@ WHERE c.id = f.id
 
 -- name: pending_callbacks
 SELECT count(*) FROM stats_worker.callbacks WHERE status = 'pending'
+
+-- name: failed_callbacks
+-- Invalidations given up on, newest first, for operators to see and resend.
+SELECT id, tags, msg_ids, created_at, attempts, last_error
+FROM stats_worker.callbacks
+WHERE status = 'failed'
+ORDER BY id DESC
+LIMIT $1
+
+-- name: resend_callbacks
+-- Failed invalidations due again now with a fresh count of attempts; $1 NULL for all.
+UPDATE stats_worker.callbacks
+SET status = 'pending', attempts = 0, next_attempt_at = now()
+WHERE status = 'failed' AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
+RETURNING id

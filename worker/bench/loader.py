@@ -18,7 +18,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from uuid import UUID
 
 from worker import database
 from worker.bench.options import BenchOptions
@@ -32,7 +31,7 @@ from worker.league import (
     write_history,
     write_scheduled,
 )
-from worker.maintenance import rebuild, tenants
+from worker.maintenance import rebuild, scopes, tenants
 from worker.migrate import migrate
 from worker.queries import query
 from worker.settings import Settings
@@ -260,13 +259,14 @@ async def _write_pending(connection: Connection, phases: dict[str, list[Match]])
 
 
 async def _rebuild_all(pool: Pool, progress: ProgressSink) -> None:
-    tenant_ids: list[UUID] = await tenants(pool)
-    done = 0
-    progress("computing the history's statistics (rebuild)", done, len(tenant_ids))
+    tenant_scopes = await scopes(pool, await tenants(pool))
+    total = sum(len(scope.match_ids) for scope in tenant_scopes)
+    done = 0.0
+    progress("computing the history's statistics (rebuild)", 0, total)
 
-    def advance(_: UUID) -> None:
+    def advance(matches: float) -> None:
         nonlocal done
-        done += 1
-        progress("computing the history's statistics (rebuild)", done, len(tenant_ids))
+        done += matches
+        progress("computing the history's statistics (rebuild)", round(done), total)
 
-    await rebuild(pool, tenant_ids, advance)
+    await rebuild(pool, tenant_scopes, advance)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -63,26 +63,36 @@ class Timings:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-async def _refresh(pool: Pool, table: str, scope: Scope, timings: Timings) -> None:
+async def _refresh(
+    pool: Pool, table: str, scope: Scope, timings: Timings, on_done: Refreshed | None
+) -> None:
     started = time.perf_counter()
     await pool.fetchval(query(f"refresh_{table}"), *scope.arguments())
     elapsed = time.perf_counter() - started
     timings.seconds[table] = elapsed
     metrics.aggregation_duration_seconds.labels(table=table).observe(elapsed)
+    if on_done is not None:
+        on_done(table)
 
 
-async def refresh_concurrently(pool: Pool, scope: Scope) -> Timings:
+Refreshed = Callable[[str], None]
+"""Told the table each time one statistic of a scope is refreshed (rebuild's progress)."""
+
+
+async def refresh_concurrently(
+    pool: Pool, scope: Scope, on_done: Refreshed | None = None
+) -> Timings:
     """All eleven for ``scope``; raises if any fails (the others still commit)."""
     timings = Timings()
     results = await asyncio.gather(
-        *(_refresh(pool, table, scope, timings) for table in FIRST_PHASE),
+        *(_refresh(pool, table, scope, timings, on_done) for table in FIRST_PHASE),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         raise failures[0]
     for table in SECOND_PHASE:
-        await _refresh(pool, table, scope, timings)
+        await _refresh(pool, table, scope, timings, on_done)
     return timings
 
 
