@@ -54,6 +54,7 @@ async def test_an_app_with_history_gets_exact_statistics_with_no_manual_step(
         migrated = run_cli(blank_database_url, "migrate")
         assert migrated.returncode == 0, migrated.stderr
         assert "backfilled the statistics of 2 tenant(s)" in migrated.stdout
+        assert "statistics' definitions re-applied: scope, hall_of_fame," in migrated.stdout
         assert "match_players_player_id_idx" not in migrated.stdout  # reused the app's
         assert "backfilling statistics of an existing history" in migrated.stderr
         assert await conn.fetchval("SELECT count(*) FROM stats_worker.backfill") == 0

@@ -65,6 +65,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
         print(f"pgmq: {report.pgmq}")
         print(f"queue {settings.queue_name}: {'created' if report.queue_created else 'exists'}")
         print(f"migrations applied: {applied}")
+        if report.definitions:
+            print(f"statistics' definitions re-applied: {', '.join(report.definitions)}")
         if report.indexes_created:
             print(f"indexes created concurrently: {', '.join(report.indexes_created)}")
         if report.backfilled_tenants:
