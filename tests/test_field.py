@@ -190,6 +190,7 @@ async def test_pgmq_of_a_superuser_names_the_grant_then_works_once_granted(
             assert len(lines) == 1, refused.stderr
             assert f"GRANT USAGE ON SCHEMA pgmq TO {owner}" in lines[0]
             assert "pgmq.create('stats_updates')" in lines[0]
+            assert "pgmq.create('stats_updates_bulk')" in lines[0]
             # The superuser runs what the line says.
             fix = lines[0].split(" run ", 1)[1]
             await superuser.execute(fix)

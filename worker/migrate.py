@@ -256,7 +256,9 @@ def privilege_hint(error: str, role: str, queue_name: str) -> str:
     if kind == "extension" or (kind == "schema" and name == "pgmq") or "pgmq" in name:
         fix = (
             f"pgmq belongs to another role: as a superuser (or the extension's owner) run "
-            f"SELECT pgmq.create('{queue_name}'); GRANT USAGE ON SCHEMA pgmq TO {role}; "
+            f"SELECT pgmq.create('{queue_name}'); "
+            f"SELECT pgmq.create('{bulk_queue_name(queue_name)}'); "
+            f"GRANT USAGE ON SCHEMA pgmq TO {role}; "
             f"GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON ALL TABLES IN SCHEMA pgmq "
             f"TO {role}; GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgmq TO {role}"
         )
