@@ -83,14 +83,21 @@ async def _setup(database_url: str) -> None:
         await conn.close()
 
 
+async def _send_raw(conn: asyncpg.Connection, body: str) -> int | None:
+    """The body on the queue, or None when PostgreSQL itself refuses it as JSON (an
+    unpaired surrogate escape, say): such a body can never reach a queue."""
+    try:
+        msg_id: int = await conn.fetchval("SELECT pgmq.send($1, $2::text::jsonb)", QUEUE, body)
+    except (asyncpg.InvalidTextRepresentationError, asyncpg.UntranslatableCharacterError):
+        return None
+    return msg_id
+
+
 async def _round(database_url: str, raw_bodies: list[str], good: int) -> None:
     conn = await asyncpg.connect(database_url)
     await init_connection(conn)
     try:
-        sent = [
-            await conn.fetchval("SELECT pgmq.send($1, $2::text::jsonb)", QUEUE, b)
-            for b in raw_bodies
-        ]
+        sent = [msg_id for b in raw_bodies if (msg_id := await _send_raw(conn, b)) is not None]
         for match in list(LEAGUE.matches())[good : good + 3]:
             await complete_match(conn, match)
         await drain_stats(database_url, concurrency=2, max_attempts=2)
