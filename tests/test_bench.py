@@ -114,6 +114,11 @@ def assert_report_shape(report: dict[str, Any]) -> None:
     assert isinstance(report["all_targets_hold"], bool)
 
 
+def tail(stdout: bytes, stderr: bytes) -> str:
+    """The end of both streams: where a failed or stuck bench got to."""
+    return f"{stdout.decode(errors='replace')[-3000:]}\n--- stderr\n{stderr.decode(errors='replace')[-3000:]}"
+
+
 @pytest.mark.timeout(600)
 async def test_quick_bench_writes_every_figure_and_target(server_dsn, tmp_path):
     name = f"sw_bench_{uuid.uuid4().hex[:10]}"
@@ -128,8 +133,13 @@ async def test_quick_bench_writes_every_figure_and_target(server_dsn, tmp_path):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 540)
-        assert process.returncode == 0, stderr.decode()[-4000:]
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), 540)
+        except TimeoutError:
+            process.kill()
+            stdout, stderr = await process.communicate()
+            pytest.fail(f"the quick bench ran past 540 s; its last words:\n{tail(stdout, stderr)}")
+        assert process.returncode == 0, tail(stdout, stderr)
         assert "Targets" in stdout.decode()
         assert_report_shape(json.loads(path.read_text()))
     finally:
