@@ -116,7 +116,8 @@ def assert_report_shape(report: dict[str, Any]) -> None:
 
 def tail(stdout: bytes, stderr: bytes) -> str:
     """The end of both streams: where a failed or stuck bench got to."""
-    return f"{stdout.decode(errors='replace')[-3000:]}\n--- stderr\n{stderr.decode(errors='replace')[-3000:]}"
+    out, err = (stream.decode(errors="replace")[-3000:] for stream in (stdout, stderr))
+    return f"{out}\n--- stderr\n{err}"
 
 
 @pytest.mark.timeout(600)

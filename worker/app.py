@@ -204,8 +204,8 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
         await asyncio.gather(*(consumer.run() for consumer in worker.consumers))
         # The last batch's invalidation goes out now rather than when its lease ends.
         with contextlib.suppress(TimeoutError):
-            grace = worker.settings.callback_timeout_seconds + 1
-            await asyncio.wait_for(worker.invalidator.drained(), grace)
+            async with asyncio.timeout(worker.settings.callback_timeout_seconds + 1):
+                await worker.invalidator.drained()
         for task in background:
             task.cancel()
     log.info("worker stopped")

@@ -32,6 +32,7 @@ from worker.outcomes import CALLBACK_LEASE_SECONDS, Invalidation
 from worker.queries import query
 from worker.redact import Redactor
 from worker.settings import Settings
+from worker.waits import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,7 @@ class CacheInvalidator:
                 if not self._submitted:
                     self._idle.set()
             if idle > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), idle)
+                await wait_event(self._wake, idle)
 
     async def send_due_now(self) -> None:
         """One attempt at every invalidation due (a command's, e.g. ``rebuild``).

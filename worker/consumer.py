@@ -10,7 +10,6 @@ fallback when the listener is down).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -27,6 +26,7 @@ from worker.outcomes import JobRun, Settler
 from worker.queue import Message, Queue, decode_body
 from worker.settings import Settings
 from worker.status import WorkerStatus
+from worker.waits import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,7 @@ class Consumer:
         self._poll_gauge.set(now)
 
     async def _sleep_until_woken(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_seconds)
+        await wait_event(self._wake, self._settings.poll_interval_seconds)
 
     async def _queue_is_empty(self) -> bool:
         if self._in_flight:

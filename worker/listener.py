@@ -12,7 +12,6 @@ reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from worker.database import DATABASE_ERRORS
 from worker.queries import query
 from worker.settings import Settings
 from worker.status import WorkerStatus
+from worker.waits import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ async def _listen(
     set_up(1)
     wake()  # anything sent while nobody was listening
     while not lost.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(lost.wait(), KEEPALIVE_SECONDS)
-        if not lost.is_set():
+        if not await wait_event(lost, KEEPALIVE_SECONDS):
             await _prove_hearing(connection, channel, heard)
 
 
@@ -127,8 +125,7 @@ async def _prove_hearing(
         heard.pop(token, None)
         raise
     try:
-        await asyncio.wait_for(event.wait(), PROBE_TIMEOUT_SECONDS)
-    except TimeoutError:
-        raise DeafListener from None
+        if not await wait_event(event, PROBE_TIMEOUT_SECONDS):
+            raise DeafListener
     finally:
         heard.pop(token, None)

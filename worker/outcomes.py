@@ -11,7 +11,6 @@ at once (group commit).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from uuid import UUID
 from worker import metrics
 from worker.database import DATABASE_ERRORS, Pool, is_transient
 from worker.queries import query
+from worker.waits import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,7 @@ class Settler:
         """The flusher task: write whatever is pending, forever."""
         failures = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._until_next_start())
+            await wait_event(self._wake, self._until_next_start())
             self._wake.clear()
             self._record_long_runs()
             batch, self._pending = self._pending, _Batch()

@@ -56,7 +56,8 @@ class CallbackReceiver:
     async def next_arrival(self, within: float) -> Arrival:
         """The next arrival; TimeoutError after ``within`` seconds without one."""
         try:
-            return await asyncio.wait_for(self._arrivals.get(), within)
+            async with asyncio.timeout(within):
+                return await self._arrivals.get()
         except TimeoutError:
             raise TimeoutError(f"no cache invalidation arrived within {within:g} s") from None
 
