@@ -133,10 +133,10 @@ class Consumer:
                     task.result()  # a helper that died takes the consumer down, loudly
                     raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
             limit = self._read_limit()
-            if limit <= 0:
+            self._wake.clear()
+            if limit <= 0:  # until a slot frees up (a wake for a new message can wait)
                 await self._sleep_until_woken()
                 continue
-            self._wake.clear()
             try:
                 if await self._paused():
                     self._mark_poll()
