@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker import control, database, metrics
+from worker.affinity import HAND_BACK_SECONDS, TenantAffinity
 from worker.database import DATABASE_ERRORS, Pool
 from worker.errors import GiveUp, MalformedMessage, RetryLater
 from worker.handlers import Handler
@@ -91,6 +92,9 @@ class Consumer:
         self._duration = metrics.job_duration_seconds.labels(queue=queue_name)
         self._in_flight_gauge = metrics.jobs_in_flight.labels(queue=queue_name)
         self._lost = metrics.messages_lost_total.labels(queue=queue_name)
+        self._handed_back = metrics.messages_handed_back_total.labels(queue=queue_name)
+        self._affinity = TenantAffinity(dsn, queue_name) if settings.coalesce else None
+        self._release_wanted = asyncio.Event()
         self._poll_gauge = metrics.last_poll_timestamp_seconds.labels(queue=queue_name)
         self._replica = control.replica_name()
         self._replica_seen_at = -control.REPLICA_SEEN_SECONDS
@@ -115,6 +119,10 @@ class Consumer:
             ),
             asyncio.create_task(self._renew_forever(), name=f"renew:{self.queue.name}"),
         ]
+        if self._affinity is not None:
+            helpers.append(
+                asyncio.create_task(self._release_forever(), name=f"affinity:{self.queue.name}")
+            )
         try:
             await self._read_until_stopped(helpers)
             await self._finish_in_flight()
@@ -122,6 +130,8 @@ class Consumer:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            if self._affinity is not None:
+                await self._affinity.close()
 
     # -- reading -------------------------------------------------------------
 
@@ -151,7 +161,7 @@ class Consumer:
             failures = 0
             self._mark_poll()
             if messages:
-                self._accept(messages)
+                await self._accept(messages)
             elif self._until_empty and await self._queue_is_empty():
                 return
             else:
@@ -205,12 +215,14 @@ class Consumer:
 
     # -- scheduling ---------------------------------------------------------------
 
-    def _accept(self, messages: list[Message]) -> None:
+    async def _accept(self, messages: list[Message]) -> None:
         """Decode, parse and queue messages by group key, then start what may start.
 
         Each body is decoded on its own: one that cannot be is dead-lettered
-        with its reason and the others go on.
+        with its reason and the others go on. Messages of a tenant another
+        replica holds go back to the queue for it (see ``worker/affinity.py``).
         """
+        accepted: list[tuple[Message, Any, Hashable | None]] = []
         for message in messages:
             if message.msg_id in self._in_flight:
                 self._reread(message)
@@ -222,12 +234,29 @@ class Consumer:
                 self._dead(message, run, exc.reason, "malformed")
                 continue
             key = self._handler.group_key(payload) if self._settings.coalesce else None
+            accepted.append((message, payload, key))
+        keys = {key for _, _, key in accepted if key is not None}
+        mine = await self._affinity.claim(keys) if self._affinity and keys else keys
+        others = [message for message, _, key in accepted if key is not None and key not in mine]
+        for message, payload, key in accepted:
+            if key is not None and key not in mine:
+                continue
             self._in_flight[message.msg_id] = message
-            if key is None:
-                key = ("message", message.msg_id)  # runs alone
-            self._waiting.setdefault(key, []).append((message, payload))
+            group = ("message", message.msg_id) if key is None else key  # None: runs alone
+            self._waiting.setdefault(group, []).append((message, payload))
             self._waiting_count += 1
         self._dispatch()
+        if others:
+            await self._hand_back(others)
+
+    async def _hand_back(self, messages: list[Message]) -> None:
+        """Visible again in a moment, for the replica whose recompute holds their tenant."""
+        try:
+            await self.queue.extend_visibility(self.queue.pool, messages, HAND_BACK_SECONDS)
+        except DATABASE_ERRORS as exc:  # they come back at their visibility timeout instead
+            log.warning("handing messages back failed", extra={"error": _short(exc)})
+            return
+        self._handed_back.inc(len(messages))
 
     def _reread(self, message: Message) -> None:
         """A message this process holds came back (its timeout lapsed): keep one copy.
@@ -378,6 +407,7 @@ class Consumer:
     def _done(self, key: Hashable, group: list[tuple[Message, Any]]) -> None:
         self._status.made_progress()
         self._running.discard(key)
+        self._release_wanted.set()
         for message, _ in group:
             self._in_flight.pop(message.msg_id, None)
             self._runs.pop(message.msg_id, None)
@@ -463,7 +493,26 @@ class Consumer:
                         self._waiting[key] = kept
                     else:
                         del self._waiting[key]
+                        self._release_wanted.set()
         self._show_in_flight()
+
+    # -- tenant affinity ------------------------------------------------------------
+
+    def _needs(self, key: Hashable) -> bool:
+        """Whether this replica still has messages of ``key`` waiting or running."""
+        return key in self._waiting or key in self._running
+
+    async def _release_forever(self) -> None:
+        """Give other replicas the tenants this one is done with, as soon as it is.
+
+        Also every poll interval without a reason, so no claim can outlive its
+        tenant's work here, whatever path the messages left by.
+        """
+        assert self._affinity is not None
+        while True:
+            await wait_event(self._release_wanted, self._settings.poll_interval_seconds)
+            self._release_wanted.clear()
+            await self._affinity.release_unneeded(self._needs)
 
 
 def _log_fields(run: JobRun, **more: object) -> dict[str, object]:

@@ -177,6 +177,17 @@ def connect_kwargs(statement_cache_size: int) -> dict[str, Any]:
     }
 
 
+def keepalive_settings(within_seconds: float) -> dict[str, str]:
+    """TCP keepalives of a session whose peer vanishing must end it (and release its
+    session locks) within about ``within_seconds``, not the kernel's two hours."""
+    third = max(1, int(within_seconds / 3))
+    return {
+        "tcp_keepalives_idle": str(third),
+        "tcp_keepalives_interval": str(max(1, third // 2)),
+        "tcp_keepalives_count": "2",
+    }
+
+
 async def behind_transaction_pooler(dsn: str) -> bool:
     """Whether ``dsn`` reaches PostgreSQL through a pooler in transaction mode.
 

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from worker import metrics
-from worker.database import DATABASE_ERRORS, RawConnection, connect_kwargs
+from worker.database import DATABASE_ERRORS, RawConnection, connect_kwargs, keepalive_settings
 from worker.queries import query
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,9 @@ LOCK_NAME = "stats_worker:recurring_jobs"
 
 def session_settings(lease_seconds: float) -> dict[str, str]:
     """Server settings of the leader's session: the server ends it within one lease."""
-    third = max(1, int(lease_seconds / 3))
     return {
         "idle_session_timeout": f"{int(lease_seconds * 1000)}ms",
-        "tcp_keepalives_idle": str(third),
-        "tcp_keepalives_interval": str(max(1, third // 2)),
-        "tcp_keepalives_count": "2",
+        **keepalive_settings(lease_seconds),
     }
 
 

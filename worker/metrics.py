@@ -24,6 +24,12 @@ dead_letters_total = Counter(
     ["queue", "reason"],
     registry=REGISTRY,
 )
+messages_handed_back_total = Counter(
+    "stats_worker_messages_handed_back",
+    "Messages read while another replica's recompute held their tenant, given back for it.",
+    ["queue"],
+    registry=REGISTRY,
+)
 messages_lost_total = Counter(
     "stats_worker_messages_lost",
     "Messages another worker read after this one's visibility timeout lapsed (not settled here).",
