@@ -21,7 +21,8 @@ from worker.bench.samples import percentile, summary_ms
 SUMMARY = {"count", "p50", "p95", "p99", "mean", "max"}
 DRAINED = {"messages", "seconds", "per_second"}
 TARGETS = {"latency_p50", "latency_p99", "sequential_p50", "backlog_drain", "queue_overhead",
-           "growth", "tenant_count", "live_during_backfill", "peak_rss"}  # fmt: skip
+           "growth", "tenant_count", "live_during_backfill", "scale_out_throughput",
+           "scale_out_recomputes", "peak_rss"}  # fmt: skip
 
 
 def is_number(value: Any) -> bool:
@@ -163,7 +164,10 @@ def test_percentiles_interpolate_between_ranks():
 def figures(**overrides: float) -> dict[str, Any]:
     values = {"p50": 10.0, "raw": 10.0, "p99": 50.0, "sequential": 20.0, "backlog": 3.5,
               "queue": 0.9, "growth": 1.1, "tenants": 1.1, "rss": 70.0, "backfill": 1.5,
-              **overrides}  # fmt: skip
+              "scaling": 1.2, "recomputes": 1.0, **overrides}  # fmt: skip
+    one = {"processes": 1, "per_second": 100.0, "recomputes_per_message": 1.0}
+    more = [{"processes": n, "per_second": 100.0 * values["scaling"],
+             "recomputes_per_message": values["recomputes"]} for n in (2, 4)]  # fmt: skip
     return {
         "latency": {
             "worker_ms": {"p50": values["p50"], "p99": values["p99"]},
@@ -176,16 +180,18 @@ def figures(**overrides: float) -> dict[str, Any]:
         "tenant_count": {"many": 200, "ratio_p50": values["tenants"]},
         "memory": {"peak_rss_mb": values["rss"]},
         "during_backfill": {"ratio_p99": values["backfill"]},
+        "scale_out": [one, *more],
     }
 
 
 def test_targets_hold_up_to_their_limits_and_fail_past_them():
     assert all(t["holds"] for t in targets(figures()))
     at_limits = figures(p50=16.5, sequential=25.0, backlog=3.0, growth=1.2, tenants=1.2, rss=100,
-                        backfill=2.0)  # fmt: skip
+                        backfill=2.0, scaling=1.0, recomputes=1.1)  # fmt: skip
     assert all(t["holds"] for t in targets(at_limits))
     failing = figures(p50=16.6, p99=100.0, sequential=25.1, backlog=2.9, queue=0.7, growth=1.21,
-                      tenants=1.21, rss=101, backfill=2.1)  # fmt: skip
+                      tenants=1.21, rss=101, backfill=2.1, scaling=0.99,
+                      recomputes=1.11)  # fmt: skip
     assert not any(t["holds"] for t in targets(failing))
     without_samples = targets(figures(p50=math.nan, p99=math.nan))
     assert not without_samples[0]["holds"]

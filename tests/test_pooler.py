@@ -139,6 +139,8 @@ async def test_migrate_then_run_until_empty_drains_a_league_exactly(
         await play_league(conn, seed=21)
         run = cli(pooled, "run", "--until-empty", DATABASE_STATEMENT_CACHE_SIZE="0")
         assert run.returncode == 0, described(run)
+        # A session lock through it would land on a server connection others get next.
+        assert "tenant affinity off" in run.stderr, described(run)
         await assert_drained_exactly(conn)
     finally:
         await conn.close()

@@ -99,9 +99,23 @@ def _target(name: str, text: str, value: float, comparison: str, limit: float) -
     }
 
 
+def scale_out_ratios(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """More processes against one: the slowest drain rate and the most recomputes per message."""
+    by_count = {r["processes"]: r for r in rounds}
+    one, more = by_count.get(1), [r for n, r in by_count.items() if n > 1]
+    if one is None or not more or not one["per_second"] or not one["recomputes_per_message"]:
+        return {"throughput": math.nan, "recomputes": math.nan}
+    return {
+        "throughput": min(r["per_second"] for r in more) / one["per_second"],
+        "recomputes": max(r["recomputes_per_message"] for r in more)
+        / one["recomputes_per_message"],
+    }
+
+
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with its value, its limit and whether it holds."""
     worker, raw = report["latency"]["worker_ms"], report["latency"]["raw_concurrent_ms"]
+    scaling = scale_out_ratios(report["scale_out"])
     return [
         _target(
             "latency_p50",
@@ -153,6 +167,21 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             report["during_backfill"]["ratio_p99"],
             "<=",
             2.0,
+        ),
+        _target(
+            "scale_out_throughput",
+            "scale-out: 2 and 4 worker processes drain >= 1 x as fast as one (ratio, slowest)",
+            scaling["throughput"],
+            ">=",
+            1.0,
+        ),
+        _target(
+            "scale_out_recomputes",
+            "scale-out: recomputes per message with 2 and 4 processes <= 1.1 x with one"
+            " (ratio, highest)",
+            scaling["recomputes"],
+            "<=",
+            1.1,
         ),
         _target(
             "peak_rss",
