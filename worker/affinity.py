@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Hashable, Sequence
 
 import asyncpg
 
@@ -60,10 +60,13 @@ class TenantAffinity:
         """Whether claims are being taken now (for /health and the tests)."""
         return self._connection is not None and not self._connection.is_closed()
 
-    async def claim(self, keys: Collection[Hashable]) -> set[Hashable]:
-        """The keys this replica may run: those it holds or just took.
+    async def claim(self, keys: Sequence[Hashable], most: int) -> set[Hashable]:
+        """The ones of ``keys`` (in read order) this replica runs now.
 
-        Every key when affinity is unavailable: the read then works as without it.
+        Keys it holds already are its own; it takes others while it holds fewer
+        than ``most``, so one replica never sits on more tenants than it can keep
+        busy while the others wait. Every key is its own when affinity is
+        unavailable: the read then works as without it.
         """
         names = {self._name(key): key for key in keys}
         async with self._lock:
@@ -71,15 +74,18 @@ class TenantAffinity:
             if connection is None:
                 return set(keys)
             wanted = [name for name in names if name not in self._held]
-            if wanted:
+            room = most - len(self._held)
+            if wanted and room > 0:
                 try:
                     taken: list[str] = await connection.fetchval(
-                        query("claim_tenants"), wanted, timeout=5
+                        query("claim_tenants"), wanted, room, timeout=5
                     )
+                    if extra := taken[room:]:  # never expected: the scan stops at the limit
+                        await connection.fetchval(query("release_tenants"), extra, timeout=5)
                 except DATABASE_ERRORS as exc:
                     await self._lose(exc)
                     return set(keys)
-                self._held.update((name, names[name]) for name in taken)
+                self._held.update((name, names[name]) for name in taken[:room])
             return {key for name, key in names.items() if name in self._held}
 
     async def release_unneeded(self, needed: Callable[[Hashable], bool]) -> None:

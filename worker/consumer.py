@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 READ_AHEAD_PER_SLOT = 8
 """With coalescing, the most messages one read claims per recompute slot."""
+HOLD_PER_SLOT = 2
+"""With tenant affinity, the most tenants a replica holds per recompute slot: enough
+to keep every slot busy while the next recompute's messages gather, and the rest
+left to other replicas."""
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -161,7 +165,10 @@ class Consumer:
             failures = 0
             self._mark_poll()
             if messages:
-                await self._accept(messages)
+                if not await self._accept(messages):
+                    # Every one belongs to tenants other replicas hold: reading on at
+                    # once would only skim the queue and hand back more of theirs.
+                    await self._sleep_until_woken()
             elif self._until_empty and await self._queue_is_empty():
                 return
             else:
@@ -215,12 +222,13 @@ class Consumer:
 
     # -- scheduling ---------------------------------------------------------------
 
-    async def _accept(self, messages: list[Message]) -> None:
+    async def _accept(self, messages: list[Message]) -> bool:
         """Decode, parse and queue messages by group key, then start what may start.
 
         Each body is decoded on its own: one that cannot be is dead-lettered
         with its reason and the others go on. Messages of a tenant another
-        replica holds go back to the queue for it (see ``worker/affinity.py``).
+        replica holds go back to the queue for it (see ``worker/affinity.py``);
+        False when that was all of them.
         """
         accepted: list[tuple[Message, Any, Hashable | None]] = []
         for message in messages:
@@ -235,9 +243,10 @@ class Consumer:
                 continue
             key = self._handler.group_key(payload) if self._settings.coalesce else None
             accepted.append((message, payload, key))
-        keys = {key for _, _, key in accepted if key is not None}
-        mine = await self._affinity.claim(keys) if self._affinity and keys else keys
-        others = [message for message, _, key in accepted if key is not None and key not in mine]
+        keys = list(dict.fromkeys(key for _, _, key in accepted if key is not None))
+        mine = set(keys)
+        if self._affinity is not None and keys:
+            mine = await self._affinity.claim(keys, HOLD_PER_SLOT * self._settings.concurrency)
         for message, payload, key in accepted:
             if key is not None and key not in mine:
                 continue
@@ -246,11 +255,13 @@ class Consumer:
             self._waiting.setdefault(group, []).append((message, payload))
             self._waiting_count += 1
         self._dispatch()
-        if others:
-            await self._hand_back(others)
+        if handed := [message for message, _, key in accepted if key not in mine]:
+            await self._hand_back(handed)
+        return len(handed) < len(messages)
 
     async def _hand_back(self, messages: list[Message]) -> None:
-        """Visible again in a moment, for the replica whose recompute holds their tenant."""
+        """Back on the queue in a moment: for the replica whose recompute holds their
+        tenant, or for any other when this one holds all the tenants it may."""
         try:
             await self.queue.extend_visibility(self.queue.pool, messages, HAND_BACK_SECONDS)
         except DATABASE_ERRORS as exc:  # they come back at their visibility timeout instead

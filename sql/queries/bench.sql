@@ -176,7 +176,8 @@ SELECT count(*) FROM pgmq.delete($1::text, $2::bigint[])
 
 -- name: bench_scale_out_enqueue
 -- The scale-out backlog: $1 corrections, round-robin over the tenants, the same
--- matches in the same order every round; returns the first message id.
+-- matches in the same order every round, in one transaction (the replicas see
+-- it all at once); returns the first message id and how many were sent.
 WITH counted AS (
     SELECT m.tenant_id, m.id,
            row_number() OVER (PARTITION BY m.tenant_id ORDER BY hashint8(m.id), m.id) AS turn
@@ -186,11 +187,18 @@ WITH counted AS (
 picked AS (
     SELECT tenant_id, id FROM counted ORDER BY turn, tenant_id LIMIT $1
 )
-SELECT min(stats.enqueue_match(tenant_id, id)) FROM picked
+SELECT min(msg_id), count(*)
+FROM (SELECT stats.enqueue_match(tenant_id, id) AS msg_id FROM picked) AS sent
+
+-- name: bench_scale_out_settled
+-- How many of the round's messages have their final record.
+SELECT count(*)
+FROM stats_worker.job_runs
+WHERE msg_id >= $1 AND status IN ('succeeded', 'dead')
 
 -- name: bench_scale_out_drain_seconds
--- First run started to last run finished, over the round's messages.
-SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8
+-- The round's first message enqueued to its last run finished.
+SELECT extract(epoch FROM max(finished_at) - min(enqueued_at))::float8
 FROM stats_worker.job_runs
 WHERE msg_id >= $1
 

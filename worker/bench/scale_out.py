@@ -1,14 +1,16 @@
 """Scale-out: 1, 2 and 4 worker processes draining the same backlog of corrections.
 
-Each round puts the same messages on the queue (one per sampled match, spread
-over every tenant, in the same order) on statistics that are exact before it
-starts, so every round begins from the same state. N real ``stats-worker run
---until-empty`` processes then drain it, as N replicas would. Reported per
-round: the wall time from start to the last exit (process start-up included)
-and the drain time (first run started → last run finished, from the job
-records), messages per second of drain, recomputes per message (from the
-workers' own ``coalesced`` log fields), messages a worker lost to another
-(none should be settled twice), and the rows ``verify`` finds different.
+Each round starts N real ``stats-worker run`` processes, as N replicas would
+run, and waits until every one is up and idle; then it puts the same messages
+on the queue in one transaction (one per sampled match, round-robin over every
+tenant, in the same order) on statistics that are exact before it starts, so
+every round begins from the same state and no process start-up is timed.
+Reported per round: the wall time from the enqueue to the last message settled
+(as the bench polls it) and the drain time (first message enqueued → last run
+finished, from the job records), messages per second of drain, recomputes per
+message (from the workers' own ``coalesced`` log fields), messages a worker
+lost to another (none should be settled twice), and the rows ``verify`` finds
+different.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from worker.queries import query
 from worker.settings import Settings
 
 PROCESS_COUNTS = (1, 2, 4)
+READY_SECONDS = 60.0
+"""Longest a worker process may take to start, or to stop once told to."""
 
 
 @dataclass(frozen=True)
@@ -60,22 +64,71 @@ class Round:
 async def one_round(
     settings: Settings, dsn: str, pool: Pool, processes: int, messages: int
 ) -> Round:
-    """Enqueue the backlog, drain it with ``processes`` workers, check the statistics."""
+    """Start the replicas, enqueue the backlog, wait until it is settled, check it."""
     tenants = await maintenance.tenants(pool)
-    first_id = int(await pool.fetchval(query("bench_scale_out_enqueue"), messages) or 0)
-    started = time.perf_counter()
-    children = [await _start(settings, dsn) for _ in range(processes)]
-    outputs = await asyncio.gather(*(child.communicate() for child in children))
-    wall = time.perf_counter() - started
-    for child, (_, err) in zip(children, outputs, strict=True):
-        if child.returncode != 0:
-            raise RuntimeError(f"a scale-out worker exited {child.returncode}: {err[-2000:]!r}")
-    recomputes, lost = _from_logs([err for _, err in outputs], first_id)
+    replicas = [_Replica(await _start(settings, dsn)) for _ in range(processes)]
+    try:
+        await asyncio.gather(*(replica.ready() for replica in replicas))
+        started = time.perf_counter()
+        row = await pool.fetchrow(query("bench_scale_out_enqueue"), messages)
+        assert row is not None
+        first_id, sent = int(row[0]), int(row[1])
+        while await pool.fetchval(query("bench_scale_out_settled"), first_id) < sent:
+            if any(replica.process.returncode is not None for replica in replicas):
+                raise RuntimeError("a scale-out worker exited while draining")
+            await asyncio.sleep(0.05)
+        wall = time.perf_counter() - started
+    finally:
+        logs = await asyncio.gather(*(replica.stop() for replica in replicas))
+    recomputes, lost = _from_logs(logs, first_id)
     drain = float(await pool.fetchval(query("bench_scale_out_drain_seconds"), first_id) or 0.0)
     drift = 0
     for tenant in tenants:
         drift += len(await maintenance.verify(pool, tenant))
-    return Round(processes, messages, wall, drain, recomputes, lost, drift)
+    return Round(processes, sent, wall, drain, recomputes, lost, drift)
+
+
+class _Replica:
+    """One worker process and everything it logs (read as it comes: a full pipe
+    would stall it)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self._lines: list[bytes] = []
+        self._started = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        async for line in self.process.stderr:
+            self._lines.append(line)
+            if b'"message": "worker started"' in line:
+                self._started.set()
+
+    async def ready(self) -> None:
+        async with asyncio.timeout(READY_SECONDS):
+            while not self._started.is_set():
+                if self._reader.done():
+                    raise RuntimeError(f"a scale-out worker did not start: {self.log()[-2000:]!r}")
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> bytes:
+        """SIGTERM, as a platform stops a replica; its log once it has exited."""
+        if self.process.returncode is None:
+            self.process.terminate()
+        try:
+            async with asyncio.timeout(READY_SECONDS):
+                code = await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            code = await self.process.wait()
+        await self._reader
+        if code != 0:
+            raise RuntimeError(f"a scale-out worker exited {code}: {self.log()[-2000:]!r}")
+        return self.log()
+
+    def log(self) -> bytes:
+        return b"".join(self._lines)
 
 
 async def _start(settings: Settings, dsn: str) -> asyncio.subprocess.Process:
@@ -98,7 +151,6 @@ async def _start(settings: Settings, dsn: str) -> asyncio.subprocess.Process:
         "-m",
         "worker.cli",
         "run",
-        "--until-empty",
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
