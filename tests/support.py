@@ -176,6 +176,17 @@ async def play_league(connection: asyncpg.Connection, league: League) -> None:
 
 def start_worker_process(database_url: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
     """A worker in its own process, running the engine test handler."""
+    return _spawn_worker(database_url, ["-m", "tests.engine_process", *args], env)
+
+
+def start_stats_worker(database_url: str, **env: str) -> subprocess.Popen[bytes]:
+    """``stats-worker run`` in its own process, as a replica runs it."""
+    return _spawn_worker(database_url, ["-m", "worker.cli", "run"], env)
+
+
+def _spawn_worker(
+    database_url: str, argv: list[str], env: dict[str, str]
+) -> subprocess.Popen[bytes]:
     environment = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -189,7 +200,7 @@ def start_worker_process(database_url: str, *args: str, **env: str) -> subproces
     log_path = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.engine_process", *args],
+            [sys.executable, *argv],
             cwd=ROOT,
             env=environment,
             stdout=log_file,

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from tests import reference
-from tests.support import run_cli, running_worker, wait_for, worker_settings
+from tests.support import (
+    process_log,
+    running_worker,
+    start_stats_worker,
+    stop_process,
+    wait_for,
+    worker_settings,
+)
 from worker import app
 from worker.affinity import RECONNECT_SECONDS
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
@@ -70,7 +78,7 @@ async def test_a_tenant_another_replica_holds_is_left_to_it_while_the_rest_drain
         for tenant in free:
             done = len(tenant.matches) - sum(m.status == "cancelled" for m in tenant.matches)
             await wait_for(lambda t=tenant, n=done: _at_least(conn, t.id, n), timeout=60)
-        await asyncio.sleep(2.5)  # a hand-back's second, twice over
+        await asyncio.sleep(1.5)  # several hand-backs and polls
         assert await _succeeded(conn, held.id) == 0
         waiting = await _queued(conn, held.id)
         assert waiting, "the held tenant's messages stay on the queue"
@@ -91,22 +99,25 @@ async def _queue_empty(conn: asyncpg.Connection) -> bool:
 
 async def test_two_replicas_never_recompute_one_tenant_at_the_same_time(database_url, conn, pool):
     await _schedule_league(conn)
-    for match in LEAGUE.matches():
-        await complete_match(conn, match)
-    # The whole backlog visible before either starts, far more than one read takes:
-    # each match's message again, six times over, tenants interleaved.
-    await conn.execute(
-        f"SELECT pgmq.send_batch('{QUEUE}', array_agg(message ORDER BY r, msg_id))"
-        f" FROM pgmq.q_{QUEUE}, generate_series(1, 6) AS r"
-    )
     # One slot each: a replica holds at most two tenants, so the four are shared out.
-    env = {"CONCURRENCY": "1", "POOL_MAX_SIZE": "4", "MIGRATE_ON_START": "false", "PORT": "0"}
-    runs = await asyncio.gather(
-        *(asyncio.to_thread(run_cli, database_url, "run", "--until-empty", **env) for _ in "ab")
-    )
-    for run in runs:
-        assert run.returncode == 0, run.stderr[-3000:]
-    groups = [_recomputes(run.stderr) for run in runs]
+    env = {"CONCURRENCY": "1", "POOL_MAX_SIZE": "4", "MIGRATE_ON_START": "false",
+           "LOG_FORMAT": "json"}  # fmt: skip
+    replicas = [start_stats_worker(database_url, **env) for _ in "ab"]
+    try:
+        for replica in replicas:  # both up and idle before the backlog appears
+            await wait_for(lambda r=replica: _started(r), timeout=60, interval=0.1)
+        for match in LEAGUE.matches():
+            await complete_match(conn, match)
+        # Far more than one read takes: each match's message again, six times over.
+        await conn.execute(
+            f"SELECT pgmq.send_batch('{QUEUE}', array_agg(message ORDER BY r, msg_id))"
+            f" FROM pgmq.q_{QUEUE}, generate_series(1, 6) AS r"
+        )
+        await wait_for(lambda: _queue_empty(conn), timeout=90, interval=0.1)
+    finally:
+        codes = [stop_process(replica) for replica in replicas]
+    assert codes == [0, 0]
+    groups = [_recomputes(process_log(replica)) for replica in replicas]
     assert all(groups), "neither replica holds more tenants than two slots' worth"
     for tenant in LEAGUE.tenants:
         for start, end in groups[0].get(str(tenant.id), []):
@@ -115,6 +126,11 @@ async def test_two_replicas_never_recompute_one_tenant_at_the_same_time(database
                 assert overlap <= timedelta(milliseconds=20), (tenant.id, start, other_start)
     await reference.assert_stats_match_reference(conn)
     assert await pool.fetchval(f"SELECT count(*) FROM pgmq.q_{QUEUE}") == 0
+
+
+async def _started(replica: subprocess.Popen[bytes]) -> bool:
+    assert replica.poll() is None, process_log(replica)[-3000:]
+    return '"message": "worker started"' in process_log(replica)
 
 
 def _recomputes(log: str) -> dict[str, list[tuple[datetime, datetime]]]:
