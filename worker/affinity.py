@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -39,6 +40,15 @@ RECONNECT_SECONDS = 5.0
 """After a failed connection, reads go without affinity this long before trying again."""
 KEEPALIVE_SECONDS = 30.0
 """Within about this long the server ends the session of a replica whose host died."""
+
+
+@dataclass(frozen=True)
+class Claims:
+    """One read's keys, by who runs them."""
+
+    mine: set[Hashable]
+    elsewhere: set[Hashable] = field(default_factory=set)
+    """Held by another replica: their messages go back to the queue for it."""
 
 
 class TenantAffinity:
@@ -60,33 +70,41 @@ class TenantAffinity:
         """Whether claims are being taken now (for /health and the tests)."""
         return self._connection is not None and not self._connection.is_closed()
 
-    async def claim(self, keys: Sequence[Hashable], most: int) -> set[Hashable]:
-        """The ones of ``keys`` (in read order) this replica runs now.
+    async def claim(self, keys: Sequence[Hashable], most: int | None) -> Claims:
+        """Which of ``keys`` (in read order) this replica runs, and which another holds.
 
         Keys it holds already are its own; it takes others while it holds fewer
-        than ``most``, so one replica never sits on more tenants than it can keep
-        busy while the others wait. Every key is its own when affinity is
-        unavailable: the read then works as without it.
+        than ``most`` (None: every one it can), so one replica never sits on more
+        tenants than it can keep busy while the others wait. The keys it had no room to try are in
+        neither set: it tries them again when it is about to run them. Every key
+        is its own when affinity is unavailable: the read then works as without it.
         """
         names = {self._name(key): key for key in keys}
         async with self._lock:
             connection = await self._open()
             if connection is None:
-                return set(keys)
+                return Claims(mine=set(keys))
             wanted = [name for name in names if name not in self._held]
-            room = most - len(self._held)
+            room = len(wanted) if most is None else most - len(self._held)
+            taken: list[str] = []
             if wanted and room > 0:
                 try:
-                    taken: list[str] = await connection.fetchval(
+                    taken = await connection.fetchval(
                         query("claim_tenants"), wanted, room, timeout=5
                     )
                     if extra := taken[room:]:  # never expected: the scan stops at the limit
                         await connection.fetchval(query("release_tenants"), extra, timeout=5)
+                        taken = taken[:room]
                 except DATABASE_ERRORS as exc:
                     await self._lose(exc)
-                    return set(keys)
-                self._held.update((name, names[name]) for name in taken[:room])
-            return {key for name, key in names.items() if name in self._held}
+                    return Claims(mine=set(keys))
+                self._held.update((name, names[name]) for name in taken)
+            return Claims(
+                mine={key for name, key in names.items() if name in self._held},
+                elsewhere={
+                    names[name] for name in _tried(wanted, taken, room) if name not in self._held
+                },
+            )
 
     async def release_unneeded(self, needed: Callable[[Hashable], bool]) -> None:
         """Give up every claim whose key ``needed`` no longer wants (asked under the
@@ -149,3 +167,14 @@ class TenantAffinity:
         if self._connection is not None and not self._connection.is_closed():
             self._connection.terminate()
         self._connection = None
+
+
+def _tried(wanted: list[str], taken: list[str], room: int) -> list[str]:
+    """The names a claim tried: none without room; all of them unless it stopped at
+    ``room`` taken, and then those up to the last one taken."""
+    if room <= 0:
+        return []
+    if len(taken) < room:
+        return wanted
+    last = max(wanted.index(name) for name in taken)
+    return wanted[: last + 1]

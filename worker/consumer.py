@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from worker import control, database, metrics
-from worker.affinity import HAND_BACK_SECONDS, TenantAffinity
+from worker.affinity import HAND_BACK_SECONDS, Claims, TenantAffinity
 from worker.database import DATABASE_ERRORS, Pool
 from worker.errors import GiveUp, MalformedMessage, RetryLater
 from worker.handlers import Handler
@@ -99,6 +99,8 @@ class Consumer:
         self._handed_back = metrics.messages_handed_back_total.labels(queue=queue_name)
         self._affinity = TenantAffinity(dsn, queue_name) if settings.coalesce else None
         self._release_wanted = asyncio.Event()
+        self._unclaimed: set[Hashable] = set()
+        """Keys waiting here that this replica has not claimed yet (it had no room)."""
         self._poll_gauge = metrics.last_poll_timestamp_seconds.labels(queue=queue_name)
         self._replica = control.replica_name()
         self._replica_seen_at = -control.REPLICA_SEEN_SECONDS
@@ -244,20 +246,38 @@ class Consumer:
             key = self._handler.group_key(payload) if self._settings.coalesce else None
             accepted.append((message, payload, key))
         keys = list(dict.fromkeys(key for _, _, key in accepted if key is not None))
-        mine = set(keys)
+        claims = Claims(mine=set(keys))
         if self._affinity is not None and keys:
-            mine = await self._affinity.claim(keys, HOLD_PER_SLOT * self._settings.concurrency)
+            claims = await self._affinity.claim(keys, HOLD_PER_SLOT * self._settings.concurrency)
+        # Keys this replica had no room to claim yet are claimed when they start.
+        self._unclaimed.update(set(keys) - claims.mine - claims.elsewhere)
+        self._unclaimed -= claims.mine
         for message, payload, key in accepted:
-            if key is not None and key not in mine:
+            if key is not None and key in claims.elsewhere:
                 continue
             self._in_flight[message.msg_id] = message
             group = ("message", message.msg_id) if key is None else key  # None: runs alone
             self._waiting.setdefault(group, []).append((message, payload))
             self._waiting_count += 1
         self._dispatch()
-        if handed := [message for message, _, key in accepted if key not in mine]:
+        if handed := [message for message, _, key in accepted if key in claims.elsewhere]:
             await self._hand_back(handed)
         return len(handed) < len(messages)
+
+    async def _claimed_at_start(self, key: Hashable, group: list[tuple[Message, Any]]) -> bool:
+        """Claim a key read while this replica had no room for it; when another
+        replica took it meanwhile, hand its messages (and any read since) back."""
+        if self._affinity is None or key not in self._unclaimed:
+            return True
+        self._unclaimed.discard(key)
+        claims = await self._affinity.claim([key], most=None)
+        if key not in claims.elsewhere:
+            return True
+        later = self._waiting.pop(key, [])
+        self._waiting_count -= len(later)
+        self._done(key, group + later)
+        await self._hand_back([message for message, _ in group + later])
+        return False
 
     async def _hand_back(self, messages: list[Message]) -> None:
         """Back on the queue in a moment: for the replica whose recompute holds their
@@ -295,7 +315,7 @@ class Consumer:
             group = self._waiting.pop(key)
             self._waiting_count -= len(group)
             self._running.add(key)
-            task = asyncio.create_task(self._run_group(key, group))
+            task = asyncio.create_task(self._start_group(key, group))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         self._show_in_flight()
@@ -317,6 +337,10 @@ class Consumer:
             tenant_id=subject.tenant_id if subject else None,
             match_id=subject.match_id if subject else None,
         )
+
+    async def _start_group(self, key: Hashable, group: list[tuple[Message, Any]]) -> None:
+        if await self._claimed_at_start(key, group):
+            await self._run_group(key, group)
 
     async def _run_group(self, key: Hashable, group: list[tuple[Message, Any]]) -> None:
         started_at, started = _utcnow(), time.perf_counter()
