@@ -260,9 +260,13 @@ class Consumer:
             self._waiting.setdefault(group, []).append((message, payload))
             self._waiting_count += 1
         self._dispatch()
-        if handed := [message for message, _, key in accepted if key in claims.elsewhere]:
-            await self._hand_back(handed)
-        return len(handed) < len(messages)
+        handed = [message for message, _, key in accepted if key in claims.elsewhere]
+        runnable = len(handed) < len(messages)
+        if handed:
+            # Visible at once when this replica waits before its next read anyway;
+            # otherwise a moment later, so that next read goes past them.
+            await self._hand_back(handed, HAND_BACK_SECONDS if runnable else 0)
+        return runnable
 
     async def _claimed_at_start(self, key: Hashable, group: list[tuple[Message, Any]]) -> bool:
         """Claim a key read while this replica had no room for it; when another
@@ -276,14 +280,13 @@ class Consumer:
         later = self._waiting.pop(key, [])
         self._waiting_count -= len(later)
         self._done(key, group + later)
-        await self._hand_back([message for message, _ in group + later])
+        await self._hand_back([message for message, _ in group + later], 0)
         return False
 
-    async def _hand_back(self, messages: list[Message]) -> None:
-        """Back on the queue in a moment: for the replica whose recompute holds their
-        tenant, or for any other when this one holds all the tenants it may."""
+    async def _hand_back(self, messages: list[Message], seconds: int) -> None:
+        """Back on the queue, unrun, for the replica whose recompute holds their tenant."""
         try:
-            await self.queue.extend_visibility(self.queue.pool, messages, HAND_BACK_SECONDS)
+            await self.queue.extend_visibility(self.queue.pool, messages, seconds)
         except DATABASE_ERRORS as exc:  # they come back at their visibility timeout instead
             log.warning("handing messages back failed", extra={"error": _short(exc)})
             return
