@@ -28,10 +28,11 @@ from worker.outcomes import Settler
 from worker.priorities import bulk_queue_name, settings_for
 from worker.queries import query
 from worker.recurring import builtin_jobs
-from worker.refresher import QueueSnapshots, queue_names, refresh_gauges
+from worker.refresher import QueueSnapshots, refresh_gauges
 from worker.retention import refresh_table_sizes
 from worker.scheduler import Scheduler
 from worker.settings import Settings
+from worker.stats.handler import StatsHandler
 from worker.status import WorkerStatus
 from worker.watchdog import Watchdog
 
@@ -44,7 +45,8 @@ class BackgroundTaskDied(RuntimeError):
 
 @dataclass
 class Worker:
-    """A running worker's parts, for the HTTP layer and for tests."""
+    """A running worker's parts, for tests; the HTTP layer and the refresher see it only
+    as a :class:`~worker.status.WorkerView`."""
 
     settings: Settings
     pool: Pool
@@ -58,6 +60,10 @@ class Worker:
     settlers: list[Settler] = field(default_factory=list)
     http_port: int | None = None
     """The port /health and /metrics listen on, once they do (``PORT=0`` picks one)."""
+
+    def queue_names(self) -> list[str]:
+        """The queues the worker consumes (its configured queue when it has no consumer)."""
+        return [consumer.queue.name for consumer in self.consumers] or [self.settings.queue_name]
 
     def set_http_port(self, port: int) -> None:
         self.http_port = port
@@ -99,8 +105,6 @@ async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
 
 
 def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
-    from worker.stats.handler import StatsHandler
-
     handler = StatsHandler(pool)
     return {settings.queue_name: handler, bulk_queue_name(settings.queue_name): handler}
 
@@ -165,7 +169,7 @@ async def run_worker(
                 )
             )
         worker.scheduler = Scheduler(
-            pool, builtin_jobs(settings, pool, client, queue_names(worker))
+            pool, builtin_jobs(settings, pool, client, worker.queue_names())
         )
         await send_leftover_messages(pool)
         with _signals_stop(worker, enabled=install_signal_handlers):
@@ -184,7 +188,7 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             "alerter": worker.alerter.run(),
             "leftovers": sweep_leftover_messages(worker.pool),
             "metrics": refresh_gauges(worker, snapshots),
-            "table_sizes": refresh_table_sizes(worker.pool, queue_names(worker)),
+            "table_sizes": refresh_table_sizes(worker.pool, worker.queue_names()),
             "http": serve(create_app(worker, snapshots), worker.settings, worker.set_http_port),
         }
         if worker.leadership is not None and worker.scheduler is not None:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import metadata
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
@@ -41,9 +41,7 @@ from worker.guesses import FailedGuesses
 from worker.queue import Queue, QueueDepth, send
 from worker.refresher import QueueSnapshots
 from worker.settings import Settings
-
-if TYPE_CHECKING:  # app.py imports this module to serve it
-    from worker.app import Worker
+from worker.status import WorkerView
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +143,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class _Endpoints:
-    def __init__(self, worker: Worker, snapshots: QueueSnapshots) -> None:
+    def __init__(self, worker: WorkerView, snapshots: QueueSnapshots) -> None:
         self.worker = worker
         self.pool = worker.pool
         self.settings = worker.settings
@@ -328,7 +326,7 @@ async def _to_console(request: Request) -> Response:
     return RedirectResponse("/admin/", 303)
 
 
-def create_app(worker: Worker, snapshots: QueueSnapshots | None = None) -> Starlette:
+def create_app(worker: WorkerView, snapshots: QueueSnapshots | None = None) -> Starlette:
     """The worker's HTTP app; ``snapshots`` are the refresher's queue depths, if it runs."""
     endpoints = _Endpoints(worker, snapshots if snapshots is not None else QueueSnapshots())
     guard = endpoints.operator

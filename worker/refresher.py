@@ -10,16 +10,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import asyncpg
 
 from worker import metrics
 from worker.database import Pool
 from worker.queue import Queue, QueueDepth
-
-if TYPE_CHECKING:  # app.py imports this module to start the refresher
-    from worker.app import Worker
+from worker.status import WorkerView
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +48,6 @@ class QueueSnapshots:
         return snapshot.depth
 
 
-def queue_names(worker: Worker) -> list[str]:
-    """The queues the worker consumes (its configured queue when it has no consumer)."""
-    return [consumer.queue.name for consumer in worker.consumers] or [worker.settings.queue_name]
-
-
 def record_pool_gauges(pool: Pool) -> None:
     metrics.pool_connections.labels(state="open").set(pool.get_size())
     metrics.pool_connections.labels(state="idle").set(pool.get_idle_size())
@@ -70,11 +62,11 @@ def record_queue_gauges(queue_name: str, depth: QueueDepth) -> None:
     )
 
 
-async def refresh_once(worker: Worker, snapshots: QueueSnapshots) -> str | None:
+async def refresh_once(worker: WorkerView, snapshots: QueueSnapshots) -> str | None:
     """Read every gauge once; the database error that got in the way, if any."""
     record_pool_gauges(worker.pool)
     error = None
-    for name in queue_names(worker):
+    for name in worker.queue_names():
         try:
             async with asyncio.timeout(REFRESH_TIMEOUT_SECONDS):
                 depth = await Queue(worker.pool, name).depth()
@@ -86,7 +78,7 @@ async def refresh_once(worker: Worker, snapshots: QueueSnapshots) -> str | None:
     return error
 
 
-async def refresh_gauges(worker: Worker, snapshots: QueueSnapshots) -> None:
+async def refresh_gauges(worker: WorkerView, snapshots: QueueSnapshots) -> None:
     """Refresh the gauges every ``METRICS_REFRESH_SECONDS``, for the worker's whole life.
 
     Database errors never end it: the first one of an outage is logged as a

@@ -1,9 +1,18 @@
-"""The consumer's vital signs, shared with /health and the metrics refresher."""
+"""The consumer's vital signs, shared with /health and the metrics refresher.
+
+:class:`WorkerView` is all that the HTTP side and the gauge refresher know of a
+running worker, so neither imports ``worker.app`` (which wires them and hands
+itself in).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
+
+from worker.database import Pool
+from worker.settings import Settings
 
 
 @dataclass
@@ -34,3 +43,17 @@ class WorkerStatus:
     def poll_age_seconds(self) -> float:
         since = self.last_poll_at if self.last_poll_at is not None else self.started_at
         return max(0.0, time.time() - since)
+
+
+class WorkerView(Protocol):
+    """What the HTTP side and the gauge refresher read of a running worker."""
+
+    @property
+    def pool(self) -> Pool: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def status(self) -> WorkerStatus: ...
+    def queue_names(self) -> list[str]:
+        """The queues the worker consumes (its configured queue when it has no consumer)."""
+        ...
