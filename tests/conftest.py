@@ -31,7 +31,7 @@ import pytest
 from tests import pgmq_versions
 from tests.pgbouncer import pgbouncer, pgbouncer_process  # noqa: F401 (fixtures)
 from tests.support import dsn_for_database
-from worker.database import init_connection, redact_dsn
+from worker.core.database import init_connection, redact_dsn
 from worker.migrate import migrate
 
 QUEUE = "stats_updates"

@@ -28,11 +28,11 @@ from tests.support import (
 )
 from worker.app import default_handlers
 from worker.callback import CacheInvalidator, http_client, retry_after_seconds
+from worker.core.metrics import REGISTRY
+from worker.core.settings import Settings
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
-from worker.metrics import REGISTRY
 from worker.outcomes import Invalidation, JobRun, Settler
 from worker.queue import send
-from worker.settings import Settings
 from worker.stats.handler import cache_tags
 
 QUEUE = "stats_updates"

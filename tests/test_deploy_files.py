@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from worker.queries import queries
-from worker.settings import Settings
+from worker.core.queries import queries
+from worker.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

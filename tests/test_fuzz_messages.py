@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests import reference
 from tests.support import drain_stats
-from worker.database import init_connection
+from worker.core.database import init_connection
 from worker.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"

@@ -20,15 +20,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
-from worker import metrics
 from worker.alerts import DeadLetterAlerter
 from worker.app import Worker
 from worker.callback import CacheInvalidator, http_client
-from worker.database import open_pool
+from worker.core import metrics
+from worker.core.database import open_pool
+from worker.core.status import WorkerStatus
 from worker.http import bind_socket, create_app, serve
 from worker.queue import send
 from worker.refresher import QueueSnapshots, refresh_gauges, refresh_once
-from worker.status import WorkerStatus
 
 QUEUE = "stats_updates"
 TOKEN = "s3cret-token"

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from tests import pgmq_versions
+from worker.core.queries import migrations
 from worker.migrate import migrate, pgmq_sql_path, pgmq_sql_version
-from worker.queries import migrations
 
 QUEUE = "stats_updates"
 PGMQ_MATRIX = True

@@ -21,9 +21,9 @@ from tests.support import (
     worker_settings,
 )
 from worker.callback import http_client
-from worker.database import init_connection
+from worker.core.database import init_connection
+from worker.core.metrics import REGISTRY
 from worker.league import generate_league
-from worker.metrics import REGISTRY
 from worker.recurring import verify_and_alert
 from worker.scheduler import RecurringJob, Scheduler
 

@@ -1,4 +1,4 @@
-"""Deadlines that never lose a cancellation (``worker/waits.py``).
+"""Deadlines that never lose a cancellation (``worker/core/waits.py``).
 
 A background task that swallowed its cancellation kept ``run --until-empty``
 alive after the queue drained: the listener's probe came back in the same loop
@@ -14,7 +14,7 @@ import re
 import pytest
 
 from tests.support import ROOT
-from worker.waits import wait_event
+from worker.core.waits import wait_event
 
 
 async def test_a_cancel_that_arrives_with_the_event_still_cancels():

@@ -27,9 +27,9 @@ from collections.abc import Callable, Collection, Hashable
 
 import asyncpg
 
-from worker import database
-from worker.database import DATABASE_ERRORS, RawConnection
-from worker.queries import query
+from worker.core import database
+from worker.core.database import DATABASE_ERRORS, RawConnection
+from worker.core.queries import query
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from uuid import UUID
 
 import httpx
 
-from worker import metrics
 from worker.callback import post_bounded
+from worker.core import metrics
+from worker.core.settings import Settings
 from worker.outcomes import JobRun
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

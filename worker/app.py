@@ -15,26 +15,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker import database
 from worker.alerts import DeadLetterAlerter
 from worker.callback import CacheInvalidator, http_client
 from worker.consumer import Consumer
-from worker.database import Pool
-from worker.handlers import HandlerRegistry
+from worker.core import database
+from worker.core.database import Pool
+from worker.core.handlers import HandlerRegistry
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.core.status import WorkerStatus
+from worker.core.watchdog import Watchdog
 from worker.http import create_app, serve
 from worker.leader import Leadership
 from worker.migrate import MigrationReport, migrate
 from worker.outcomes import Settler
 from worker.priorities import bulk_queue_name, settings_for
-from worker.queries import query
 from worker.recurring import builtin_jobs
 from worker.refresher import QueueSnapshots, refresh_gauges
 from worker.retention import refresh_table_sizes
 from worker.scheduler import Scheduler
-from worker.settings import Settings
 from worker.stats.handler import StatsHandler
-from worker.status import WorkerStatus
-from worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class BackgroundTaskDied(RuntimeError):
 @dataclass
 class Worker:
     """A running worker's parts, for tests; the HTTP layer and the refresher see it only
-    as a :class:`~worker.status.WorkerView`."""
+    as a :class:`~worker.core.status.WorkerView`."""
 
     settings: Settings
     pool: Pool

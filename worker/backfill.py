@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import time
 
-from worker.database import Connection
+from worker.core.database import Connection
+from worker.core.queries import query
 from worker.maintenance import full_scope
-from worker.queries import query
 from worker.stats.aggregations import refresh_in_one_transaction
 from worker.stats.handler import cache_tags
 

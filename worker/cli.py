@@ -13,13 +13,14 @@ from typing import Any
 
 import asyncpg
 
-from worker import database, jobs
-from worker.database import Pool
-from worker.logs import configure_logging
+from worker import jobs
+from worker.core import database
+from worker.core.database import Pool
+from worker.core.logs import configure_logging
+from worker.core.redact import Redactor
+from worker.core.settings import Settings, SettingsError, load_settings
+from worker.core.startup import DatabaseUnreachable, wait_for_database
 from worker.migrate import MigrateError
-from worker.redact import Redactor
-from worker.settings import Settings, SettingsError, load_settings
-from worker.startup import DatabaseUnreachable, wait_for_database
 
 EXIT_USAGE = 2
 
@@ -223,7 +224,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
 
     from worker import maintenance
     from worker.callback import CacheInvalidator, http_client
-    from worker.queries import query
+    from worker.core.queries import query
 
     async def work(pool: Pool) -> int:
         tenant_ids = await maintenance.tenants(pool, args.tenant)

@@ -35,10 +35,10 @@ from worker.console_auth import (
     session_valid,
     token_matches,
 )
-from worker.database import Pool
+from worker.core.database import Pool
+from worker.core.settings import Settings
+from worker.core.status import WorkerStatus
 from worker.guesses import FailedGuesses
-from worker.settings import Settings
-from worker.status import WorkerStatus
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50

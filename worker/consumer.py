@@ -17,17 +17,18 @@ from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import control, database, metrics
+from worker import control
 from worker.affinity import HAND_BACK_SECONDS, TenantAffinity
-from worker.database import DATABASE_ERRORS, Pool
-from worker.errors import GiveUp, MalformedMessage, RetryLater
-from worker.handlers import Handler
+from worker.core import database, metrics
+from worker.core.database import DATABASE_ERRORS, Pool
+from worker.core.errors import GiveUp, MalformedMessage, RetryLater
+from worker.core.handlers import Handler
+from worker.core.settings import Settings
+from worker.core.status import WorkerStatus
+from worker.core.waits import wait_event
 from worker.listener import listen_forever
 from worker.outcomes import JobRun, Settler
 from worker.queue import Message, Queue, decode_body
-from worker.settings import Settings
-from worker.status import WorkerStatus
-from worker.waits import wait_event
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from worker.database import Pool
-from worker.queries import query
+from worker.core.database import Pool
+from worker.core.queries import query
 
 REPLICA_SEEN_SECONDS = 5.0
 """How often a consumer records that it is alive (not on every read: busy replicas

@@ -17,10 +17,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from worker import database
 from worker.app import running_worker
-from worker.database import Pool
-from worker.handlers import HandlerRegistry
+from worker.core import database
+from worker.core.database import Pool
+from worker.core.handlers import HandlerRegistry
+from worker.core.queries import query
+from worker.core.settings import Settings
 from worker.league import (
     League,
     Match,
@@ -31,9 +33,7 @@ from worker.league import (
 )
 from worker.maintenance import verify
 from worker.migrate import migrate
-from worker.queries import query
 from worker.queue import Queue
-from worker.settings import Settings
 from worker.stats.aggregations import TABLES, Timings
 from worker.stats.handler import StatsHandler
 

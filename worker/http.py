@@ -35,13 +35,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from worker import control, jobs, metrics
+from worker import control, jobs
 from worker.console import create_console
+from worker.core import metrics
+from worker.core.settings import Settings
+from worker.core.status import WorkerView
 from worker.guesses import FailedGuesses
 from worker.queue import Queue, QueueDepth, send
 from worker.refresher import QueueSnapshots
-from worker.settings import Settings
-from worker.status import WorkerView
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import asyncpg
 
-from worker import metrics
-from worker.database import DATABASE_ERRORS, RawConnection, connect_kwargs, keepalive_settings
-from worker.queries import query
+from worker.core import metrics
+from worker.core.database import DATABASE_ERRORS, RawConnection, connect_kwargs, keepalive_settings
+from worker.core.queries import query
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from worker.database import Connection
-from worker.queries import query
+from worker.core.database import Connection
+from worker.core.queries import query
 
 _FIRST = ("Ana", "Ben", "Caro", "Dev", "Eli", "Fia", "Gus", "Hana", "Ivo", "Jade", "Kai", "Lu",
           "Mo", "Nia", "Oli", "Pia", "Quin", "Rui", "Sol", "Tea", "Uma", "Vic", "Wes", "Xan",

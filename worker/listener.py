@@ -16,12 +16,12 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from worker import database, metrics
-from worker.database import DATABASE_ERRORS
-from worker.queries import query
-from worker.settings import Settings
-from worker.status import WorkerStatus
-from worker.waits import wait_event
+from worker.core import database, metrics
+from worker.core.database import DATABASE_ERRORS
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.core.status import WorkerStatus
+from worker.core.waits import wait_event
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from worker.database import Connection, Pool
-from worker.queries import query
+from worker.core.database import Connection, Pool
+from worker.core.queries import query
 from worker.stats.aggregations import (
     TABLES,
     Scope,

@@ -27,9 +27,9 @@ from pathlib import Path
 import asyncpg
 
 from worker.backfill import backfill_pending
-from worker.database import Connection
+from worker.core.database import Connection
+from worker.core.queries import migrations, query, stat_definitions
 from worker.priorities import bulk_queue_name
-from worker.queries import migrations, query, stat_definitions
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from worker import metrics
-from worker.database import DATABASE_ERRORS, Pool, is_transient
-from worker.queries import query
-from worker.waits import wait_event
+from worker.core import metrics
+from worker.core.database import DATABASE_ERRORS, Pool, is_transient
+from worker.core.queries import query
+from worker.core.waits import wait_event
 
 log = logging.getLogger(__name__)
 

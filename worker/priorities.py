@@ -12,7 +12,7 @@ recomputes, not 10,000 small ones.
 
 from __future__ import annotations
 
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 BULK_SUFFIX = "_bulk"
 

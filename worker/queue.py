@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from worker.database import Connection, Pool
-from worker.errors import MalformedMessage
-from worker.queries import query
+from worker.core.database import Connection, Pool
+from worker.core.errors import MalformedMessage
+from worker.core.queries import query
 
 MAX_BODY_BYTES = 65_536
 """Largest message body the worker decodes; a bigger one is dead-lettered unread."""

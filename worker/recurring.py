@@ -8,11 +8,12 @@ from uuid import UUID
 
 import httpx
 
-from worker import maintenance, metrics, retention
+from worker import maintenance, retention
 from worker.alerts import post_alert
-from worker.database import Pool
+from worker.core import metrics
+from worker.core.database import Pool
+from worker.core.settings import Settings
 from worker.scheduler import RecurringJob
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from worker import metrics
-from worker.database import Pool
+from worker.core import metrics
+from worker.core.database import Pool
+from worker.core.status import WorkerView
 from worker.queue import Queue, QueueDepth
-from worker.status import WorkerView
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from worker import metrics
-from worker.database import DATABASE_ERRORS, Pool
+from worker.core import metrics
+from worker.core.database import DATABASE_ERRORS, Pool
+from worker.core.settings import Settings
 from worker.jobs import queue_query
 from worker.priorities import bulk_queue_name
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 
 from cronsim import CronSim
 
-from worker import metrics
-from worker.database import Pool
-from worker.queries import query
-from worker.settings import SCHEDULE_OFF
+from worker.core import metrics
+from worker.core.database import Pool
+from worker.core.queries import query
+from worker.core.settings import SCHEDULE_OFF
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,14 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from worker import app, database, maintenance
+from worker import app, maintenance
 from worker.bench.receiver import receiving
-from worker.database import Pool
+from worker.core import database
+from worker.core.database import Pool
+from worker.core.queries import query
+from worker.core.settings import Settings
 from worker.league import League, complete_match, generate_league, write_clubs, write_scheduled
 from worker.migrate import migrate
-from worker.queries import query
-from worker.settings import Settings
 
 WARM_UP_SHARE = 0.25
 TOLERANCE = 0.10

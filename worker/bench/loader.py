@@ -19,9 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from worker import database
 from worker.bench.options import BenchOptions
-from worker.database import Connection, Pool
+from worker.core import database
+from worker.core.database import Connection, Pool
+from worker.core.queries import query
+from worker.core.settings import Settings
 from worker.league import (
     League,
     Match,
@@ -33,8 +35,6 @@ from worker.league import (
 )
 from worker.maintenance import rebuild, scopes, tenants
 from worker.migrate import migrate
-from worker.queries import query
-from worker.settings import Settings
 
 LATENCY, BACKLOG, ONE_BY_ONE = "latency", "backlog", "one_by_one"
 GROWTH_SMALL, GROWTH_LARGE = "growth_small", "growth_large"

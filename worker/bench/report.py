@@ -19,8 +19,8 @@ from worker.bench.samples import summary_ms
 from worker.bench.scale_out import Round
 from worker.bench.tenant_count import TenantCount
 from worker.bench.throughput import Drained
-from worker.queries import migrations
-from worker.settings import Settings
+from worker.core.queries import migrations
+from worker.core.settings import Settings
 from worker.stats.aggregations import TABLES
 
 STEPS = ("scope", *TABLES)

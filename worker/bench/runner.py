@@ -28,7 +28,6 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from worker import database
 from worker.app import running_worker
 from worker.bench import during_backfill, latency, scale_out, tenant_count, throughput
 from worker.bench.child import load_in_child
@@ -40,8 +39,9 @@ from worker.bench.receiver import CallbackReceiver, receiving
 from worker.bench.render import render
 from worker.bench.report import Results, as_json
 from worker.bench.samples import current_rss_mb, peak_rss_mb
-from worker.database import Pool
-from worker.settings import Settings
+from worker.core import database
+from worker.core.database import Pool
+from worker.core.settings import Settings
 
 
 async def run_bench(

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import maintenance
-from worker.database import Pool
-from worker.queries import query
-from worker.settings import Settings
+from worker.core.database import Pool
+from worker.core.queries import query
+from worker.core.settings import Settings
 
 PROCESS_COUNTS = (1, 2, 4)
 

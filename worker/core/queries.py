@@ -24,8 +24,9 @@ _MIGRATION_FILE = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 
 
 def sql_dir() -> Path:
-    packaged = Path(__file__).parent / "sql"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "sql"
+    package = Path(__file__).parent.parent
+    packaged = package / "sql"
+    return packaged if packaged.is_dir() else package.parent / "sql"
 
 
 def parse_blocks(text: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 
-from worker.status import WorkerStatus
+from worker.core.status import WorkerStatus
 
 log = logging.getLogger(__name__)
 

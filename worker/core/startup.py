@@ -20,8 +20,8 @@ from urllib.parse import parse_qsl, unquote
 
 import asyncpg
 
-from worker.database import connect_kwargs
-from worker.settings import Settings
+from worker.core.database import connect_kwargs
+from worker.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
 
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 MASK = "***"
 _SHORTEST = 4

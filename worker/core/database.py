@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ class Subject:
 
 class Handler(Protocol, Generic[P]):
     def parse(self, body: Any) -> P:
-        """Decode a body; raise :class:`~worker.errors.MalformedMessage` if impossible."""
+        """Decode a body; raise :class:`~worker.core.errors.MalformedMessage` if impossible."""
         ...
 
     def subject(self, payload: P) -> Subject: ...

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.database import Pool
-from worker.settings import Settings
+from worker.core.database import Pool
+from worker.core.settings import Settings
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from worker.redact import RedactingFilter, Redactor
+from worker.core.redact import RedactingFilter, Redactor
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(message)s%(context)s"
 _STANDARD_ATTRIBUTES = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "context"}
