@@ -24,7 +24,7 @@ from worker.core.database import Pool
 from worker.core.errors import MalformedMessage
 from worker.core.handlers import HandlerRegistry, Subject
 from worker.core.settings import Settings
-from worker.league import League, complete_match, write_clubs, write_scheduled
+from worker.stats.league import League, complete_match, write_clubs, write_scheduled
 
 ROOT = Path(__file__).resolve().parent.parent
 

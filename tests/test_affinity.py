@@ -1,4 +1,4 @@
-"""Tenant affinity: one replica at a time recomputes a tenant (``worker/affinity.py``).
+"""Tenant affinity: one replica at a time recomputes a tenant (``worker/queue/affinity.py``).
 
 Another replica is a session holding the tenant's lock, or a second worker
 process. What a user would notice: a tenant another replica holds is left to it
@@ -19,8 +19,8 @@ import asyncpg
 from tests import reference
 from tests.support import run_cli, running_worker, wait_for, worker_settings
 from worker import app
-from worker.affinity import RECONNECT_SECONDS
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from worker.queue.affinity import RECONNECT_SECONDS
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"
 LEAGUE = generate_league(seed=141, tenants=4, players=12, matches=30, side_min=3, side_max=5)

@@ -27,13 +27,13 @@ from tests.support import (
     worker_settings,
 )
 from worker.app import default_handlers
-from worker.callback import CacheInvalidator, http_client, retry_after_seconds
+from worker.callback.invalidator import CacheInvalidator, http_client, retry_after_seconds
 from worker.core.metrics import REGISTRY
 from worker.core.settings import Settings
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
-from worker.outcomes import Invalidation, JobRun, Settler
-from worker.queue import send
+from worker.queue.outcomes import Invalidation, JobRun, Settler
+from worker.queue.pgmq import send
 from worker.stats.handler import cache_tags
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"
 SECRET = "s3cret-token"

@@ -9,8 +9,8 @@ from tests.support import worker_settings as settings_for_test
 from worker.core.database import Pool
 from worker.core.handlers import HandlerRegistry
 from worker.core.settings import Settings
-from worker.priorities import bulk_queue_name
-from worker.queue import send
+from worker.queue.pgmq import send
+from worker.queue.priorities import bulk_queue_name
 
 QUEUE = "stats_updates"
 BULK = bulk_queue_name(QUEUE)

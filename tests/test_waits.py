@@ -42,4 +42,4 @@ def test_the_worker_never_waits_through_asyncio_wait_for():
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if re.search(r"\bwait_for\(", line)
     ]
-    assert not calls, f"use worker.waits or asyncio.timeout instead: {calls}"
+    assert not calls, f"use worker.core.waits or asyncio.timeout instead: {calls}"

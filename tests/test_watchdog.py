@@ -18,7 +18,7 @@ from tests.support import (
     wait_for,
 )
 from worker.core.watchdog import EXIT_STUCK, SETTLE_WINDOW_SECONDS
-from worker.queue import send
+from worker.queue.pgmq import send
 
 QUEUE = "stats_updates"
 

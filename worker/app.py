@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.alerts import DeadLetterAlerter
-from worker.callback import CacheInvalidator, http_client
-from worker.consumer import Consumer
+from worker.callback.invalidator import CacheInvalidator, http_client
 from worker.core import database
 from worker.core.database import Pool
 from worker.core.handlers import HandlerRegistry
@@ -25,16 +23,18 @@ from worker.core.queries import query
 from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
 from worker.core.watchdog import Watchdog
-from worker.http import create_app, serve
-from worker.leader import Leadership
-from worker.migrate import MigrationReport, migrate
-from worker.outcomes import Settler
-from worker.priorities import bulk_queue_name, settings_for
-from worker.recurring import builtin_jobs
-from worker.refresher import QueueSnapshots, refresh_gauges
-from worker.retention import refresh_table_sizes
-from worker.scheduler import Scheduler
+from worker.queue.consumer import Consumer
+from worker.queue.outcomes import Settler
+from worker.queue.priorities import bulk_queue_name, settings_for
+from worker.schema.migrate import MigrationReport, migrate
 from worker.stats.handler import StatsHandler
+from worker.upkeep.alerts import DeadLetterAlerter
+from worker.upkeep.leader import Leadership
+from worker.upkeep.recurring import builtin_jobs
+from worker.upkeep.retention import refresh_table_sizes
+from worker.upkeep.scheduler import Scheduler
+from worker.web.http import create_app, serve
+from worker.web.refresher import QueueSnapshots, refresh_gauges
 
 log = logging.getLogger(__name__)
 

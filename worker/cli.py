@@ -13,14 +13,14 @@ from typing import Any
 
 import asyncpg
 
-from worker import jobs
 from worker.core import database
 from worker.core.database import Pool
 from worker.core.logs import configure_logging
 from worker.core.redact import Redactor
 from worker.core.settings import Settings, SettingsError, load_settings
 from worker.core.startup import DatabaseUnreachable, wait_for_database
-from worker.migrate import MigrateError
+from worker.queue import jobs
+from worker.schema.migrate import MigrateError
 
 EXIT_USAGE = 2
 
@@ -86,7 +86,7 @@ def _read_body(args: argparse.Namespace) -> Any:
 
 
 def cmd_enqueue(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    from worker.queue import send
+    from worker.queue.pgmq import send
 
     body = _read_body(args)
     run_at = datetime.now(UTC) + timedelta(seconds=args.delay) if args.delay else None
@@ -182,7 +182,7 @@ def cmd_callbacks(settings: Settings, args: argparse.Namespace) -> Coroutine[Any
 
 
 def cmd_pause(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    from worker import control
+    from worker.queue import control
 
     async def work(pool: Pool) -> int:
         name = settings.queue_name
@@ -222,9 +222,9 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
     from rich.console import Console
     from rich.progress import Progress
 
-    from worker import maintenance
-    from worker.callback import CacheInvalidator, http_client
+    from worker.callback.invalidator import CacheInvalidator, http_client
     from worker.core.queries import query
+    from worker.stats import maintenance
 
     async def work(pool: Pool) -> int:
         tenant_ids = await maintenance.tenants(pool, args.tenant)
@@ -253,8 +253,8 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, A
     from rich.console import Console
     from rich.progress import Progress
 
-    from worker import maintenance
     from worker.cli_text import drift_lines, drift_summary
+    from worker.stats import maintenance
 
     async def work(pool: Pool) -> int:
         tenant_ids = await maintenance.tenants(pool, args.tenant)
@@ -275,7 +275,7 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, A
 
 
 def cmd_purge(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    from worker import retention
+    from worker.upkeep import retention
 
     async def work(pool: Pool) -> int:
         names = retention.queue_names(settings)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.jobs import FailedCallback, Job
-from worker.maintenance import RATING_TOLERANCE, Drift
+from worker.queue.jobs import FailedCallback, Job
+from worker.stats.maintenance import RATING_TOLERANCE, Drift
 
 SHORT_ERROR_CHARACTERS = 60
 

@@ -23,7 +23,11 @@ from worker.core.database import Pool
 from worker.core.handlers import HandlerRegistry
 from worker.core.queries import query
 from worker.core.settings import Settings
-from worker.league import (
+from worker.queue.pgmq import Queue
+from worker.schema.migrate import migrate
+from worker.stats.aggregations import TABLES, Timings
+from worker.stats.handler import StatsHandler
+from worker.stats.league import (
     League,
     Match,
     complete_match,
@@ -31,11 +35,7 @@ from worker.league import (
     write_clubs,
     write_scheduled,
 )
-from worker.maintenance import verify
-from worker.migrate import migrate
-from worker.queue import Queue
-from worker.stats.aggregations import TABLES, Timings
-from worker.stats.handler import StatsHandler
+from worker.stats.maintenance import verify
 
 DEMO_DATABASE = "stats_worker_demo"
 

@@ -23,14 +23,21 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from worker import app, maintenance
+from worker import app
 from worker.bench.receiver import receiving
 from worker.core import database
 from worker.core.database import Pool
 from worker.core.queries import query
 from worker.core.settings import Settings
-from worker.league import League, complete_match, generate_league, write_clubs, write_scheduled
-from worker.migrate import migrate
+from worker.schema.migrate import migrate
+from worker.stats import maintenance
+from worker.stats.league import (
+    League,
+    complete_match,
+    generate_league,
+    write_clubs,
+    write_scheduled,
+)
 
 WARM_UP_SHARE = 0.25
 TOLERANCE = 0.10

@@ -20,8 +20,8 @@ from worker.app import Worker
 from worker.bench.receiver import CallbackReceiver
 from worker.core.database import Pool
 from worker.core.queries import query
-from worker.priorities import bulk_queue_name
-from worker.queue import Queue, send
+from worker.queue.pgmq import Queue, send
+from worker.queue.priorities import bulk_queue_name
 
 CALLBACK_TIMEOUT_SECONDS = 60.0
 

@@ -32,8 +32,8 @@ from worker.core.database import Pool
 from worker.core.metrics import REGISTRY
 from worker.core.queries import query
 from worker.core.settings import Settings
-from worker.league import Match, complete_match
-from worker.queue import Queue
+from worker.queue.pgmq import Queue
+from worker.stats.league import Match, complete_match
 
 Tick = Callable[[int], None]
 """Told how many more messages are done."""

@@ -8,12 +8,13 @@ from uuid import UUID
 
 import httpx
 
-from worker import maintenance, retention
-from worker.alerts import post_alert
 from worker.core import metrics
 from worker.core.database import Pool
 from worker.core.settings import Settings
-from worker.scheduler import RecurringJob
+from worker.stats import maintenance
+from worker.upkeep import retention
+from worker.upkeep.alerts import post_alert
+from worker.upkeep.scheduler import RecurringJob
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import time
 
 from worker.core.database import Connection
 from worker.core.queries import query
-from worker.maintenance import full_scope
 from worker.stats.aggregations import refresh_in_one_transaction
 from worker.stats.handler import cache_tags
+from worker.stats.maintenance import full_scope
 
 log = logging.getLogger(__name__)
 

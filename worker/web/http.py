@@ -35,14 +35,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from worker import control, jobs
-from worker.console import create_console
 from worker.core import metrics
 from worker.core.settings import Settings
 from worker.core.status import WorkerView
-from worker.guesses import FailedGuesses
-from worker.queue import Queue, QueueDepth, send
-from worker.refresher import QueueSnapshots
+from worker.queue import control, jobs
+from worker.queue.pgmq import Queue, QueueDepth, send
+from worker.web.console import create_console
+from worker.web.guesses import FailedGuesses
+from worker.web.refresher import QueueSnapshots
 
 log = logging.getLogger(__name__)
 

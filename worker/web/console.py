@@ -24,8 +24,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from worker import control, jobs
-from worker.console_auth import (
+from worker.core.database import Pool
+from worker.core.settings import Settings
+from worker.core.status import WorkerStatus
+from worker.queue import control, jobs
+from worker.web.console_auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
     csrf_token,
@@ -35,10 +38,7 @@ from worker.console_auth import (
     session_valid,
     token_matches,
 )
-from worker.core.database import Pool
-from worker.core.settings import Settings
-from worker.core.status import WorkerStatus
-from worker.guesses import FailedGuesses
+from worker.web.guesses import FailedGuesses
 
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50

@@ -1,4 +1,4 @@
-"""Recurring jobs on cron schedules (UTC), run by the leader only (``worker/leader.py``).
+"""Recurring jobs on cron schedules (UTC), run by the leader only (``worker/upkeep/leader.py``).
 
 Each job's last slot is in ``stats_worker.recurring_jobs``. At every wake-up
 the leader takes each job's latest slot at or before now and claims it with one

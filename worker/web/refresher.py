@@ -16,7 +16,7 @@ import asyncpg
 from worker.core import metrics
 from worker.core.database import Pool
 from worker.core.status import WorkerView
-from worker.queue import Queue, QueueDepth
+from worker.queue.pgmq import Queue, QueueDepth
 
 log = logging.getLogger(__name__)
 

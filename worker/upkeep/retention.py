@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from worker.core import metrics
 from worker.core.database import DATABASE_ERRORS, Pool
 from worker.core.settings import Settings
-from worker.jobs import queue_query
-from worker.priorities import bulk_queue_name
+from worker.queue.jobs import queue_query
+from worker.queue.priorities import bulk_queue_name
 
 log = logging.getLogger(__name__)
 

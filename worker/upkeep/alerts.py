@@ -16,10 +16,10 @@ from uuid import UUID
 
 import httpx
 
-from worker.callback import post_bounded
+from worker.callback.invalidator import post_bounded
 from worker.core import metrics
 from worker.core.settings import Settings
-from worker.outcomes import JobRun
+from worker.queue.outcomes import JobRun
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from worker.core.database import Pool
 from worker.core.errors import MalformedMessage
 from worker.core.queries import query
 from worker.core.settings import QUEUE_NAME_PATTERN
-from worker.queue import decode_body
+from worker.queue.pgmq import decode_body
 
 JOB_STATUSES = ("queued", "running", "succeeded", "retrying", "dead", "retried")
 """'retried': a dead letter already put back on the queue (its ``retried_as``)."""

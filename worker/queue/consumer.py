@@ -17,8 +17,6 @@ from collections.abc import Hashable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker import control
-from worker.affinity import HAND_BACK_SECONDS, TenantAffinity
 from worker.core import database, metrics
 from worker.core.database import DATABASE_ERRORS, Pool
 from worker.core.errors import GiveUp, MalformedMessage, RetryLater
@@ -26,9 +24,11 @@ from worker.core.handlers import Handler
 from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
 from worker.core.waits import wait_event
-from worker.listener import listen_forever
-from worker.outcomes import JobRun, Settler
-from worker.queue import Message, Queue, decode_body
+from worker.queue import control
+from worker.queue.affinity import HAND_BACK_SECONDS, TenantAffinity
+from worker.queue.listener import listen_forever
+from worker.queue.outcomes import JobRun, Settler
+from worker.queue.pgmq import Message, Queue, decode_body
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class Consumer:
 
         Each body is decoded on its own: one that cannot be is dead-lettered
         with its reason and the others go on. Messages of a tenant another
-        replica holds go back to the queue for it (see ``worker/affinity.py``).
+        replica holds go back to the queue for it (see ``worker/queue/affinity.py``).
         """
         accepted: list[tuple[Message, Any, Hashable | None]] = []
         for message in messages:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import asyncpg
 
-from worker.backfill import backfill_pending
 from worker.core.database import Connection
 from worker.core.queries import migrations, query, stat_definitions
-from worker.priorities import bulk_queue_name
+from worker.queue.priorities import bulk_queue_name
+from worker.stats.backfill import backfill_pending
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Cache invalidation: the tags a settled batch owes, POSTed to the app until delivered."""

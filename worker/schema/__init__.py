@@ -1,0 +1,1 @@
+"""``migrate``: pgmq, the schema, the queue, the app's indexes and the first backfill."""
