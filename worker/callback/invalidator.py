@@ -26,12 +26,12 @@ from datetime import UTC, datetime
 import httpx
 
 from worker.core import metrics
+from worker.core.backoff import backoff_seconds
 from worker.core.database import DATABASE_ERRORS, Pool
 from worker.core.queries import query
 from worker.core.redact import Redactor
 from worker.core.settings import Settings
 from worker.core.waits import wait_event
-from worker.queue.consumer import backoff_seconds
 from worker.queue.outcomes import CALLBACK_LEASE_SECONDS, Invalidation
 
 log = logging.getLogger(__name__)
