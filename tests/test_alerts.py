@@ -18,7 +18,7 @@ from tests.support import wait_for
 from worker.callback.invalidator import http_client
 from worker.core.metrics import REGISTRY
 from worker.core.settings import Settings
-from worker.queue.outcomes import JobRun
+from worker.queue.runs import JobRun
 from worker.upkeep.alerts import DeadLetterAlerter
 
 QUEUE = "stats_updates"

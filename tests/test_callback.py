@@ -30,8 +30,9 @@ from worker.app import default_handlers
 from worker.callback.invalidator import CacheInvalidator, http_client, retry_after_seconds
 from worker.core.metrics import REGISTRY
 from worker.core.settings import Settings
-from worker.queue.outcomes import Invalidation, JobRun, Settler
+from worker.queue.outcomes import Settler
 from worker.queue.pgmq import send
+from worker.queue.runs import Invalidation, JobRun
 from worker.stats.handler import cache_tags
 from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 

@@ -32,7 +32,8 @@ from worker.core.queries import query
 from worker.core.redact import Redactor
 from worker.core.settings import Settings
 from worker.core.waits import wait_event
-from worker.queue.outcomes import CALLBACK_LEASE_SECONDS, Invalidation
+from worker.queue.outcomes import CALLBACK_LEASE_SECONDS
+from worker.queue.runs import Invalidation
 
 log = logging.getLogger(__name__)
 

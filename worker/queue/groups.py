@@ -19,8 +19,9 @@ from worker.core.errors import GiveUp
 from worker.core.handlers import Handler
 from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
-from worker.queue.outcomes import JobRun, Settler
+from worker.queue.outcomes import Settler
 from worker.queue.pgmq import Message
+from worker.queue.runs import JobRun
 from worker.queue.verdicts import Verdicts, error_text, utcnow
 
 log = logging.getLogger(__name__)

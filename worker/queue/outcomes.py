@@ -14,14 +14,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from uuid import UUID
 
 from worker.core import metrics
 from worker.core.database import DATABASE_ERRORS, Pool, is_transient
 from worker.core.queries import query
 from worker.core.waits import wait_event
+from worker.queue.runs import Batch, Invalidation, JobRun
 
 log = logging.getLogger(__name__)
 
@@ -30,67 +28,9 @@ RUNNING_RECORD_DELAY_SECONDS = 0.5
 get one record, at their outcome, instead of two."""
 
 CALLBACK_LEASE_SECONDS = 30.0
+"""How long a new invalidation is reserved for this process before others may send it."""
 RESERVATION_SECONDS = 120.0
 """When a write-ahead invalidation falls due if no settle took its place (a crash)."""
-"""How long a new invalidation is reserved for this process before others may send it."""
-
-
-@dataclass
-class JobRun:
-    """What the job-run record of one message says."""
-
-    msg_id: int
-    status: str
-    attempts: int
-    enqueued_at: datetime
-    started_at: datetime
-    tenant_id: UUID | None = None
-    match_id: int | None = None
-    finished_at: datetime | None = None
-    duration_ms: float | None = None
-    error: str | None = None
-    read_ct: int = 0
-    """The read this run belongs to: the settle acts only while it is the latest."""
-    failures: int = 0
-    """Failed runs of this message, this one included if it failed."""
-
-
-@dataclass
-class _Batch:
-    runs: dict[int, JobRun] = field(default_factory=dict)
-    acks: list[int] = field(default_factory=list)
-    retries: dict[int, float] = field(default_factory=dict)
-    dead: list[int] = field(default_factory=list)
-    tags: set[str] = field(default_factory=set)
-    released: list[int] = field(default_factory=list)
-    """Write-ahead invalidations whose tags this batch now owes itself."""
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.runs or self.acks or self.retries or self.dead or self.tags or self.released
-        )
-
-    def halves(self) -> list[_Batch]:
-        """The cache tags alone, then each half of the outcomes (see Settler._write_apart)."""
-        ids = list(self.runs)
-        parts = [_Batch(tags=self.tags, released=self.released)]
-        for half in (ids[: len(ids) // 2], ids[len(ids) // 2 :]):
-            chosen = set(half)
-            parts.append(
-                _Batch(
-                    runs={i: self.runs[i] for i in half},
-                    acks=[i for i in self.acks if i in chosen],
-                    retries={i: d for i, d in self.retries.items() if i in chosen},
-                    dead=[i for i in self.dead if i in chosen],
-                )
-            )
-        return [part for part in parts if part]
-
-
-@dataclass(frozen=True)
-class Invalidation:
-    callback_id: int
-    tags: tuple[str, ...]
 
 
 InvalidationSink = Callable[[Invalidation], None]
@@ -104,7 +44,7 @@ class Settler:
         self._pool = pool
         self._queue_name = queue_name
         self._lost = metrics.messages_lost_total.labels(queue=queue_name)
-        self._pending = _Batch()
+        self._pending = Batch()
         self._starting: dict[int, tuple[float, JobRun]] = {}
         """Runs not yet recorded as 'running', with when they should be."""
         self._wake = asyncio.Event()
@@ -179,7 +119,7 @@ class Settler:
             await wait_event(self._wake, self._until_next_start())
             self._wake.clear()
             self._record_long_runs()
-            batch, self._pending = self._pending, _Batch()
+            batch, self._pending = self._pending, Batch()
             if not batch:
                 self._idle.set()
                 continue
@@ -215,7 +155,7 @@ class Settler:
                 self._pending.runs.setdefault(msg_id, run)
                 self._idle.clear()
 
-    async def _write_apart(self, batch: _Batch, error: BaseException) -> None:
+    async def _write_apart(self, batch: Batch, error: BaseException) -> None:
         """A batch the database refuses: bisect it so the rest settle without the bad one.
 
         Only this flusher writes, so the halves go one after the other. The
@@ -239,7 +179,7 @@ class Settler:
                 else:
                     await self._write_apart(part, exc)
 
-    def _requeue(self, batch: _Batch) -> None:
+    def _requeue(self, batch: Batch) -> None:
         """Put a batch that failed to write back in front of newer outcomes."""
         newer = self._pending
         batch.runs.update(newer.runs)
@@ -251,7 +191,7 @@ class Settler:
         self._pending = batch
         self._wake.set()
 
-    async def _write(self, batch: _Batch) -> None:
+    async def _write(self, batch: Batch) -> None:
         runs = list(batch.runs.values())
         # The connection first, then the lock: the renewer, which shares the
         # lock, must never wait for the pool behind us.

@@ -17,8 +17,9 @@ from worker.core.backoff import backoff_seconds
 from worker.core.errors import RetryLater
 from worker.core.handlers import Handler
 from worker.core.settings import Settings
-from worker.queue.outcomes import JobRun, Settler
+from worker.queue.outcomes import Settler
 from worker.queue.pgmq import Message
+from worker.queue.runs import JobRun
 
 log = logging.getLogger(__name__)
 

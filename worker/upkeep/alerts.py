@@ -19,7 +19,7 @@ import httpx
 from worker.callback.invalidator import post_bounded
 from worker.core import metrics
 from worker.core.settings import Settings
-from worker.queue.outcomes import JobRun
+from worker.queue.runs import JobRun
 
 log = logging.getLogger(__name__)
 
