@@ -15,7 +15,7 @@ import pytest
 
 from tests.receiver import Receiver, receiving
 from tests.support import wait_for
-from worker.callback.invalidator import http_client
+from worker.callback.posting import http_client
 from worker.core.metrics import REGISTRY
 from worker.core.settings import Settings
 from worker.queue.runs import JobRun

@@ -27,7 +27,8 @@ from tests.support import (
     worker_settings,
 )
 from worker.app import default_handlers
-from worker.callback.invalidator import CacheInvalidator, http_client, retry_after_seconds
+from worker.callback.invalidator import CacheInvalidator
+from worker.callback.posting import http_client, retry_after_seconds
 from worker.core.metrics import REGISTRY
 from worker.core.settings import Settings
 from worker.queue.outcomes import Settler

@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
 from worker.app import Worker
-from worker.callback.invalidator import CacheInvalidator, http_client
+from worker.callback.invalidator import CacheInvalidator
+from worker.callback.posting import http_client
 from worker.core import metrics
 from worker.core.database import open_pool
 from worker.core.status import WorkerStatus

@@ -20,7 +20,7 @@ from tests.support import (
     stop_process,
     worker_settings,
 )
-from worker.callback.invalidator import http_client
+from worker.callback.posting import http_client
 from worker.core.database import init_connection
 from worker.core.metrics import REGISTRY
 from worker.stats.league import generate_league

@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.callback.invalidator import CacheInvalidator, http_client
+from worker.callback.invalidator import CacheInvalidator
+from worker.callback.posting import http_client
 from worker.core import database
 from worker.core.database import Pool
 from worker.core.handlers import HandlerRegistry

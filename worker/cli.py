@@ -222,7 +222,8 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
     from rich.console import Console
     from rich.progress import Progress
 
-    from worker.callback.invalidator import CacheInvalidator, http_client
+    from worker.callback.invalidator import CacheInvalidator
+    from worker.callback.posting import http_client
     from worker.core.queries import query
     from worker.stats import maintenance
 

@@ -15,16 +15,15 @@ costs a recompute.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email.utils
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import httpx
 
+from worker.callback.attempts import Attempt, judge
+from worker.callback.posting import post_bounded
 from worker.core import metrics
 from worker.core.backoff import backoff_seconds
 from worker.core.database import DATABASE_ERRORS, Pool
@@ -43,70 +42,6 @@ SWEEP_MAX_IDLE_SECONDS = 10.0
 """Sweep at least this often: rows of other processes may fall due meanwhile."""
 SWEEP_MIN_IDLE_SECONDS = 0.05
 LEASE_MARGIN_SECONDS = 1.0
-MAX_RETRY_AFTER_SECONDS = 3600.0
-LOCATION_MAX_CHARS = 200
-"""A redirect's ``Location`` comes from outside: log no more of it than this."""
-
-
-def http_client(settings: Settings) -> httpx.AsyncClient:
-    """The worker's one outgoing HTTP client (invalidations and alerts)."""
-    return httpx.AsyncClient(
-        timeout=settings.callback_timeout_seconds,
-        follow_redirects=False,
-        headers={"User-Agent": "stats-worker"},
-    )
-
-
-MAX_RESPONSE_BYTES = 4096
-"""Most of an answer's body the worker reads: enough for an error message, never a flood."""
-
-
-@dataclass(frozen=True)
-class BoundedResponse:
-    """An answer with at most MAX_RESPONSE_BYTES of its body read."""
-
-    status_code: int
-    headers: httpx.Headers
-    url: httpx.URL
-    text: str
-
-
-async def post_bounded(client: httpx.AsyncClient, url: str, **options: object) -> BoundedResponse:
-    """POST and read at most MAX_RESPONSE_BYTES of the answer, then drop the connection.
-
-    A misbehaving endpoint may answer with hundreds of megabytes; httpx would
-    read them all into memory for ``response.text``.
-    """
-    async with client.stream("POST", url, **options) as response:  # type: ignore[arg-type]
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk[: MAX_RESPONSE_BYTES - len(body)]
-            if len(body) >= MAX_RESPONSE_BYTES:
-                break
-        return BoundedResponse(
-            response.status_code,
-            response.headers,
-            response.url,
-            body.decode(response.encoding or "utf-8", errors="replace"),
-        )
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """A ``Retry-After`` header (seconds or HTTP-date) as seconds from now, or None."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -115,19 +50,6 @@ class _Owed:
     tags: Sequence[str]
     attempts: int
     """Attempts made before this one."""
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    status_class: str
-    """Label of ``callback_attempts_total``: 2xx, 3xx, 4xx, 5xx or error."""
-    status: int | None = None
-    error: str | None = None
-    """None when delivered."""
-    retry: bool = True
-    retry_after: float | None = None
-    advice: str | None = None
-    """What the error line says when this attempt ends the row; None: the usual."""
 
 
 class CacheInvalidator:
@@ -243,7 +165,7 @@ class CacheInvalidator:
         else:
             await self._record_failure(rows, attempt)
 
-    async def _post(self, url: str, tags: list[str]) -> _Attempt:
+    async def _post(self, url: str, tags: list[str]) -> Attempt:
         try:
             # httpx times each phase; this bounds the whole exchange.
             async with asyncio.timeout(self._timeout):
@@ -255,62 +177,14 @@ class CacheInvalidator:
                     timeout=self._timeout,
                 )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            return _Attempt("error", error=self._scrub(_short(exc)), retry=False)
+            return Attempt("error", error=self._scrub(_short(exc)), retry=False)
         except TimeoutError:
-            return _Attempt("error", error=f"no answer within {self._timeout:g}s")
+            return Attempt("error", error=f"no answer within {self._timeout:g}s")
         except httpx.HTTPError as exc:
-            return _Attempt("error", error=self._scrub(_short(exc)))
-        return self._judge(response)
+            return Attempt("error", error=self._scrub(_short(exc)))
+        return judge(response, self._scrub)
 
-    def _judge(self, response: BoundedResponse) -> _Attempt:
-        status = response.status_code
-        if 200 <= status < 300:
-            return _Attempt("2xx", status)
-        if 300 <= status < 400:
-            return self._redirected(response)
-        status_class = f"{status // 100}xx" if status >= 400 else "error"
-        body = " ".join(response.text.split())[:200]
-        error = self._scrub(f"HTTP {status}: {body}" if body else f"HTTP {status}")
-        if status == 429 or status >= 500:
-            header = response.headers.get("retry-after") if status in (429, 503) else None
-            return _Attempt(status_class, status, error, retry_after=retry_after_seconds(header))
-        return _Attempt(status_class, status, error, retry=False)
-
-    def _redirected(self, response: BoundedResponse) -> _Attempt:
-        # The client follows no redirect: the bearer secret must not travel to
-        # wherever a Location points, and a 301/302 would turn the POST into a
-        # GET that revalidates nothing. Asking again gets the same answer, so
-        # this is a configuration error, like a 4xx.
-        status = response.status_code
-        location = self._location(response)
-        where = f" to {location}" if location else " without a Location"
-        return _Attempt(
-            "3xx",
-            status,
-            f"HTTP {status} redirect{where}",
-            retry=False,
-            advice=(
-                f"cache endpoint redirected ({status}){where}: set CACHE_INVALIDATION_URL"
-                " to the final URL; a redirect to a login page means the app's auth"
-                " middleware guards the route"
-            ),
-        )
-
-    def _location(self, response: BoundedResponse) -> str | None:
-        """The redirect's target: absolute, scrubbed, printable, at most LOCATION_MAX_CHARS."""
-        value = response.headers.get("location", "").strip()
-        if not value:
-            return None
-        with contextlib.suppress(httpx.InvalidURL, ValueError):
-            # A relative Location ("/login") means little without the host it is on.
-            value = str(response.url.join(value))
-        # Scrubbed before it is cut, so no part of the secret survives the cut.
-        value = "".join(c if c.isprintable() else "?" for c in self._scrub(value))
-        if len(value) > LOCATION_MAX_CHARS:
-            return value[: LOCATION_MAX_CHARS - 1] + "…"
-        return value
-
-    async def _record_failure(self, rows: list[_Owed], attempt: _Attempt) -> None:
+    async def _record_failure(self, rows: list[_Owed], attempt: Attempt) -> None:
         attempts = [row.attempts + 1 for row in rows]
         give_up = [not attempt.retry or n >= self._max_attempts for n in attempts]
         delays = [
@@ -343,12 +217,12 @@ class CacheInvalidator:
             if stop:
                 self._gave_up(row, n, attempt)
 
-    def _retry_delay(self, attempts: int, attempt: _Attempt) -> float:
+    def _retry_delay(self, attempts: int, attempt: Attempt) -> float:
         if attempt.retry_after is not None:
             return attempt.retry_after
         return backoff_seconds(attempts, self._retry_base, self._retry_max)
 
-    def _gave_up(self, row: _Owed, attempts: int, attempt: _Attempt) -> None:
+    def _gave_up(self, row: _Owed, attempts: int, attempt: Attempt) -> None:
         reason = "attempts_exhausted" if attempt.retry else "rejected"
         metrics.callback_failures_total.labels(reason=reason).inc()
         message = attempt.advice or (

@@ -16,7 +16,7 @@ from uuid import UUID
 
 import httpx
 
-from worker.callback.invalidator import post_bounded
+from worker.callback.posting import post_bounded
 from worker.core import metrics
 from worker.core.settings import Settings
 from worker.queue.runs import JobRun
