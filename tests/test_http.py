@@ -28,8 +28,9 @@ from worker.core.database import open_pool
 from worker.core.status import WorkerStatus
 from worker.queue.pgmq import send
 from worker.upkeep.alerts import DeadLetterAlerter
-from worker.web.http import bind_socket, create_app, serve
+from worker.web.http import create_app
 from worker.web.refresher import QueueSnapshots, refresh_gauges, refresh_once
+from worker.web.server import bind_socket, serve
 
 QUEUE = "stats_updates"
 TOKEN = "s3cret-token"

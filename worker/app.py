@@ -34,8 +34,9 @@ from worker.upkeep.leader import Leadership
 from worker.upkeep.recurring import builtin_jobs
 from worker.upkeep.retention import refresh_table_sizes
 from worker.upkeep.scheduler import Scheduler
-from worker.web.http import create_app, serve
+from worker.web.http import create_app
 from worker.web.refresher import QueueSnapshots, refresh_gauges
+from worker.web.server import serve
 
 log = logging.getLogger(__name__)
 
