@@ -4,18 +4,18 @@ Off while ``ADMIN_TOKEN`` is unset. A login form exchanges the token for an
 HttpOnly, SameSite=Strict session cookie; every form carries a CSRF token tied
 to that session, and a POST from another origin is refused. Pages refresh their
 ``<main>`` every few seconds with ``static/console.js`` (no build step, no CDN).
-The console depends on :class:`ConsoleHost`, never on ``worker.app``.
+The console depends on :class:`~worker.web.console_pages.ConsoleHost`, never on
+``worker.app``; its pages are in ``worker/web/console_pages.py``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs
-from uuid import UUID
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -24,10 +24,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from worker.core.database import Pool
-from worker.core.settings import Settings
-from worker.core.status import WorkerStatus
-from worker.queue import control, jobs
 from worker.web.console_auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -38,23 +34,12 @@ from worker.web.console_auth import (
     session_valid,
     token_matches,
 )
+from worker.web.console_pages import ConsoleHost, ConsolePages
 from worker.web.guesses import FailedGuesses
 
 HERE = Path(__file__).resolve().parent
-PAGE_SIZE = 50
 MAX_FORM_BYTES = 8192
 Page = Callable[[Request], Awaitable[Response]]
-
-
-class ConsoleHost(Protocol):
-    """What the console needs of the running worker."""
-
-    @property
-    def pool(self) -> Pool: ...
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def status(self) -> WorkerStatus: ...
 
 
 def _templates() -> Environment:
@@ -153,87 +138,6 @@ class Console:
         response.delete_cookie(SESSION_COOKIE, path="/admin")
         return response
 
-    # -- pages -------------------------------------------------------------------
-
-    async def overview(self, request: Request) -> Response:
-        pool = self.host.pool
-        status = self.host.status
-        return self.render(
-            request,
-            "overview.html",
-            summary=await jobs.queue_summary(pool, self.queue_name),
-            paused=await control.is_paused(pool, self.queue_name),
-            replicas=await control.recent_replicas(pool, self.queue_name),
-            listener="connected" if status.listener_connected else "polling",
-            in_flight=status.in_flight,
-        )
-
-    async def job_list(self, request: Request) -> Response:
-        params = request.query_params
-        status = params.get("status") or None
-        if status is not None and status not in jobs.JOB_STATUSES:
-            status = None
-        tenant = _uuid(params.get("tenant"))
-        hours = _number(params.get("hours"))
-        since = datetime.now(UTC) - timedelta(hours=hours) if hours else None
-        before = _number(params.get("before"))
-        found = await jobs.list_jobs(
-            self.host.pool,
-            self.queue_name,
-            status,
-            PAGE_SIZE,
-            tenant=tenant,
-            since=since,
-            before_msg_id=before,
-        )
-        filters = {"status": status or "", "tenant": str(tenant or ""), "hours": hours or ""}
-        return self.render(
-            request,
-            "jobs.html",
-            jobs=found,
-            filters=filters,
-            statuses=jobs.JOB_STATUSES,
-            older=found[-1].msg_id if len(found) == PAGE_SIZE else None,
-        )
-
-    async def job_detail(self, request: Request) -> Response:
-        msg_id = int(request.path_params["msg_id"])
-        job = await jobs.get_job(self.host.pool, self.queue_name, msg_id)
-        if job is None:
-            return self.render(request, "missing.html", 404, msg_id=msg_id)
-        return self.render(request, "job.html", job=job)
-
-    async def dead_letters(self, request: Request) -> Response:
-        found = await jobs.list_jobs(self.host.pool, self.queue_name, "dead", PAGE_SIZE)
-        return self.render(request, "dead.html", jobs=found)
-
-    async def failed_callbacks(self, request: Request) -> Response:
-        found = await jobs.failed_callbacks(self.host.pool, PAGE_SIZE)
-        return self.render(request, "callbacks.html", callbacks=found)
-
-    # -- actions -----------------------------------------------------------------
-
-    async def retry(self, request: Request, form: dict[str, str]) -> Response:
-        msg_id = int(request.path_params["msg_id"])
-        new_id = await jobs.retry_dead(self.host.pool, self.queue_name, msg_id)
-        return RedirectResponse(f"/admin/jobs/{new_id or msg_id}", 303)
-
-    async def retry_all(self, request: Request, form: dict[str, str]) -> Response:
-        await jobs.retry_all_dead(self.host.pool, self.queue_name)
-        return RedirectResponse("/admin/jobs", 303)
-
-    async def resend(self, request: Request, form: dict[str, str]) -> Response:
-        one = _number(form.get("id"))
-        await jobs.resend_callbacks(self.host.pool, [one] if one else None)
-        return RedirectResponse("/admin/callbacks", 303)
-
-    async def pause(self, request: Request, form: dict[str, str]) -> Response:
-        if form.get("paused") == "true":
-            await control.pause(self.host.pool, self.queue_name)
-        else:
-            await control.resume(self.host.pool, self.queue_name)
-        return RedirectResponse("/admin/", 303)
-
 
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -262,17 +166,6 @@ async def _form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-def _number(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() and len(text) <= 18 else None
-
-
-def _uuid(text: str | None) -> UUID | None:
-    try:
-        return UUID(text) if text else None
-    except ValueError:
-        return None
-
-
 def create_console(host: ConsoleHost, guesses: FailedGuesses) -> Starlette:
     """The console's routes, mounted by the HTTP app at ``/admin``.
 
@@ -280,20 +173,21 @@ def create_console(host: ConsoleHost, guesses: FailedGuesses) -> Starlette:
     client whichever door it knocks on.
     """
     console = Console(host, guesses)
+    pages = ConsolePages(host, console.render)
     page, action = console.page, console.action
     routes = [
         Route("/login", console.login_form, methods=["GET"]),
         Route("/login", console.login, methods=["POST"]),
         Route("/logout", action(console.logout), methods=["POST"]),
-        Route("/", page(console.overview), methods=["GET"]),
-        Route("/jobs", page(console.job_list), methods=["GET"]),
-        Route("/jobs/{msg_id:int}", page(console.job_detail), methods=["GET"]),
-        Route("/jobs/{msg_id:int}/retry", action(console.retry), methods=["POST"]),
-        Route("/dead", page(console.dead_letters), methods=["GET"]),
-        Route("/dead/retry", action(console.retry_all), methods=["POST"]),
-        Route("/callbacks", page(console.failed_callbacks), methods=["GET"]),
-        Route("/callbacks/resend", action(console.resend), methods=["POST"]),
-        Route("/pause", action(console.pause), methods=["POST"]),
+        Route("/", page(pages.overview), methods=["GET"]),
+        Route("/jobs", page(pages.job_list), methods=["GET"]),
+        Route("/jobs/{msg_id:int}", page(pages.job_detail), methods=["GET"]),
+        Route("/jobs/{msg_id:int}/retry", action(pages.retry), methods=["POST"]),
+        Route("/dead", page(pages.dead_letters), methods=["GET"]),
+        Route("/dead/retry", action(pages.retry_all), methods=["POST"]),
+        Route("/callbacks", page(pages.failed_callbacks), methods=["GET"]),
+        Route("/callbacks/resend", action(pages.resend), methods=["POST"]),
+        Route("/pause", action(pages.pause), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes)
