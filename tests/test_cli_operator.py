@@ -6,7 +6,7 @@ import json
 
 from tests.support import drain_stats
 from tests.test_cli import cli
-from worker.cli_text import drift_lines, drift_summary, shorten
+from worker.cli.text import drift_lines, drift_summary, shorten
 from worker.stats.maintenance import Drift
 
 QUEUE = "stats_updates"
