@@ -17,7 +17,7 @@ import pytest
 from tests import reference
 from tests.support import dsn_for_database, play_league, run_cli, running_worker, worker_settings
 from worker.core.queries import migrations
-from worker.schema.migrate import pgmq_sql_path
+from worker.schema.pgmq_install import pgmq_sql_path
 from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 PGMQ_MATRIX = True

@@ -12,7 +12,8 @@ import pytest
 
 from tests import pgmq_versions
 from worker.core.queries import migrations
-from worker.schema.migrate import migrate, pgmq_sql_path, pgmq_sql_version
+from worker.schema.migrate import migrate
+from worker.schema.pgmq_install import pgmq_sql_path, pgmq_sql_version
 
 QUEUE = "stats_updates"
 PGMQ_MATRIX = True

@@ -20,14 +20,14 @@ from worker.callback.posting import http_client
 from worker.core import database
 from worker.core.database import Pool
 from worker.core.handlers import HandlerRegistry
-from worker.core.queries import query
 from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
 from worker.core.watchdog import Watchdog
 from worker.queue.consumer import Consumer
+from worker.queue.leftovers import send_leftover_messages, sweep_leftover_messages
 from worker.queue.outcomes import Settler
 from worker.queue.priorities import bulk_queue_name, settings_for
-from worker.schema.migrate import MigrationReport, migrate
+from worker.schema.migrate import migrate_for
 from worker.stats.handler import StatsHandler
 from worker.upkeep.alerts import DeadLetterAlerter
 from worker.upkeep.leader import Leadership
@@ -76,30 +76,6 @@ class Worker:
             consumer.stop()
 
 
-LEFTOVER_SWEEP_SECONDS = 30.0
-
-
-async def send_leftover_messages(pool: Pool) -> None:
-    """Send trigger messages that no commit sent (see 0010_leftover_messages.sql)."""
-    try:
-        sent = await pool.fetchval(query("send_leftover_messages"))
-    except database.DATABASE_ERRORS as exc:
-        log.warning("leftover message sweep failed", extra={"error": repr(exc)})
-        return
-    if sent:
-        log.warning(
-            "sent trigger messages a commit had left unsent (session_replication_role = replica?)",
-            extra={"messages": sent},
-        )
-
-
-async def sweep_leftover_messages(pool: Pool) -> None:
-    """After the sweep at start (before the first read), one every half minute."""
-    while True:
-        await asyncio.sleep(LEFTOVER_SWEEP_SECONDS)
-        await send_leftover_messages(pool)
-
-
 async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
     """Run a task that must never end; ending at all is a failure."""
     await coroutine
@@ -109,27 +85,6 @@ async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
 def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
     handler = StatsHandler(pool)
     return {settings.queue_name: handler, bulk_queue_name(settings.queue_name): handler}
-
-
-async def migrate_for(settings: Settings, dsn: str, *, move_queue: bool = False) -> MigrationReport:
-    """``migrate`` on its own connection, the session one where there is one."""
-    connection = await database.connect(settings.session_dsn(dsn), settings)
-    try:
-        report = await migrate(
-            connection, settings.queue_name, read_roles=settings.read_roles, move_queue=move_queue
-        )
-    finally:
-        await connection.close()
-    log.info(
-        "database ready",
-        extra={
-            "pgmq": report.pgmq,
-            "applied": report.applied,
-            "indexes_created": report.indexes_created,
-            "backfilled_tenants": report.backfilled_tenants,
-        },
-    )
-    return report
 
 
 async def run_worker(

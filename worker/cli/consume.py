@@ -31,7 +31,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any,
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
-    from worker.app import migrate_for
+    from worker.schema.migrate import migrate_for
 
     async def work() -> int:
         with database.database_dsn(settings, allow_embedded=False) as dsn:

@@ -15,20 +15,21 @@ backfilled one at a time.
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import logging
-import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 
+from worker.core import database
 from worker.core.database import Connection
-from worker.core.queries import migrations, query, stat_definitions
+from worker.core.queries import query
+from worker.core.settings import Settings
 from worker.queue.priorities import bulk_queue_name
+from worker.schema.apply import apply_migrations, apply_stat_definitions, ensure_queue
+from worker.schema.indexes import ensure_app_indexes
+from worker.schema.pgmq_install import install_pgmq
+from worker.schema.privileges import privilege_hint
 from worker.stats.backfill import backfill_pending
 
 log = logging.getLogger(__name__)
@@ -50,72 +51,6 @@ class MigrationReport:
     backfilled_tenants: int = 0
     moved_from_queue: str | None = None
     """The queue the triggers sent to before ``--move-queue`` re-pointed them."""
-
-
-def pgmq_sql_path() -> Path:
-    """The SQL-only pgmq install script shipped by the ``pgmq`` package on PyPI.
-
-    Found without importing the package, whose client needs libpq.
-    """
-    spec = importlib.util.find_spec("pgmq")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the pgmq package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "sql" / "pgmq.sql"
-
-
-def pgmq_sql_version() -> str:
-    return (pgmq_sql_path().parent / "VERSION").read_text().strip()
-
-
-async def install_pgmq(connection: Connection) -> str:
-    installed = await connection.fetchval(query("pgmq_installed_version"))
-    if installed is not None:
-        return f"present ({installed})"
-    if await connection.fetchval(query("pgmq_extension_available")):
-        await connection.execute(query("create_pgmq_extension"))
-        version = await connection.fetchval(query("pgmq_installed_version"))
-        return f"extension {version}"
-    await connection.execute(pgmq_sql_path().read_text())
-    return f"sql-only {pgmq_sql_version()}"
-
-
-async def apply_migrations(connection: Connection) -> list[str]:
-    await connection.execute(query("create_migrations_table"))
-    applied = {row["version"] for row in await connection.fetch(query("applied_migrations"))}
-    newly_applied = []
-    for migration in migrations():
-        if migration.version in applied:
-            continue
-        await connection.execute(migration.sql)
-        await connection.execute(query("record_migration"), migration.version, migration.name)
-        newly_applied.append(migration.name)
-    return newly_applied
-
-
-async def apply_stat_definitions(connection: Connection) -> list[str]:
-    await connection.execute(query("create_stat_definitions_table"))
-    rows = await connection.fetch(query("stat_definition_checksums"))
-    recorded: dict[str, str] = {row["name"]: row["checksum"] for row in rows}
-    newly_applied = []
-    for definition in stat_definitions():
-        if recorded.get(definition.name) == definition.checksum:
-            continue
-        await connection.execute(definition.sql)
-        await connection.execute(
-            query("record_stat_definition"), definition.name, definition.checksum
-        )
-        newly_applied.append(definition.name)
-    return newly_applied
-
-
-async def ensure_queue(connection: Connection, queue_name: str) -> bool:
-    """Create the queue if missing and install the worker's insert NOTIFY; True when created."""
-    created = False
-    if not await connection.fetchval(query("queue_exists"), queue_name):
-        await connection.execute(query("create_queue"), queue_name)
-        created = True
-    await connection.execute(query("install_queue_notify"), queue_name)
-    return created
 
 
 async def grant_read_roles(connection: Connection, roles: Sequence[str]) -> None:
@@ -169,62 +104,6 @@ async def _migrate_schema(
         log.info("applied statistics definition", extra={"definition": f"sql/stats/{name}.sql"})
 
 
-_RACING_INDEX_BUILDS = (
-    asyncpg.DeadlockDetectedError,
-    asyncpg.InternalServerError,  # "tuple concurrently updated" of two DDLs on one table
-    asyncpg.ObjectInUseError,
-)
-INDEX_BUILD_TRIES = 6
-"""Two concurrent index builds on one table deadlock (each waits for the other's
-transaction); PostgreSQL cancels one, which tries again once the other is done."""
-
-
-async def ensure_app_indexes(connection: Connection) -> list[str]:
-    """Build the indexes the statistics need on the app's tables, without blocking it.
-
-    ``CREATE INDEX CONCURRENTLY`` cannot run in a transaction, so each is its
-    own statement; an index whose columns an existing valid index already leads
-    with is not built again, and an invalid one (an interrupted build) is
-    rebuilt unless a build of it is running right now. Replicas that migrate
-    together may collide; the one PostgreSQL cancels tries again.
-    """
-    created: list[str] = []
-    for attempt in range(1, INDEX_BUILD_TRIES + 1):
-        try:
-            await _build_missing_indexes(connection, created)
-            return created
-        except _RACING_INDEX_BUILDS:
-            if attempt == INDEX_BUILD_TRIES:
-                raise
-            log.info("another migrate is building an index; trying again")
-            await asyncio.sleep(0.2 * 2**attempt * random.uniform(0.5, 1.0))
-    return created
-
-
-async def _build_missing_indexes(connection: Connection, created: list[str]) -> None:
-    for wanted in await connection.fetch(query("missing_app_indexes")):
-        name = wanted["name"]
-        if wanted["invalid"]:
-            if wanted["building"]:
-                continue  # another migrate is building it
-            log.warning("rebuilding an invalid index", extra={"index": name})
-            await connection.execute(wanted["drop_sql"])
-        log.info("creating index concurrently", extra={"index": name})
-        try:
-            await connection.execute(wanted["create_sql"])
-        except asyncpg.InsufficientPrivilegeError:
-            log.warning(
-                "cannot create an index on the app's table (only its owner can); "
-                "statistics stay right but slower. Ask the owner to run: "
-                f"{wanted['create_sql']}",
-                extra={"index": name},
-            )
-            continue
-        except asyncpg.DuplicateTableError:
-            continue  # another migrate created it at the same moment
-        created.append(name)
-
-
 async def migrate(
     connection: Connection,
     queue_name: str,
@@ -246,32 +125,22 @@ async def migrate(
     return report
 
 
-_OBJECT = re.compile(r"(?:permission denied for|must be owner of) (\w+) ([\w.\"]+)")
-
-
-def privilege_hint(error: str, role: str, queue_name: str) -> str:
-    """One line: what was refused, and the GRANT (run by its owner) that fixes it."""
-    match = _OBJECT.search(error)
-    kind, name = (match.group(1), match.group(2)) if match else ("", "")
-    if kind == "extension" or (kind == "schema" and name == "pgmq") or "pgmq" in name:
-        fix = (
-            f"pgmq belongs to another role: as a superuser (or the extension's owner) run "
-            f"SELECT pgmq.create('{queue_name}'); "
-            f"SELECT pgmq.create('{bulk_queue_name(queue_name)}'); "
-            f"GRANT USAGE ON SCHEMA pgmq TO {role}; "
-            f"GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON ALL TABLES IN SCHEMA pgmq "
-            f"TO {role}; GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA pgmq TO {role}"
+async def migrate_for(settings: Settings, dsn: str, *, move_queue: bool = False) -> MigrationReport:
+    """``migrate`` on its own connection, the session one where there is one."""
+    connection = await database.connect(settings.session_dsn(dsn), settings)
+    try:
+        report = await migrate(
+            connection, settings.queue_name, read_roles=settings.read_roles, move_queue=move_queue
         )
-    elif kind == "database":
-        fix = f"GRANT CREATE ON DATABASE {name} TO {role}"
-    elif kind == "schema":
-        fix = f"GRANT USAGE, CREATE ON SCHEMA {name} TO {role}"
-    elif kind == "table" and error.startswith("must be owner"):
-        fix = (
-            f"run migrate as the owner of {name}, or have it run ALTER TABLE {name} OWNER TO {role}"
-        )
-    elif kind == "table":
-        fix = f"GRANT SELECT, INSERT, UPDATE, DELETE, TRIGGER ON {name} TO {role}"
-    else:
-        fix = "see README, 'Database rights'"
-    return f"migrate as role {role}: {error}. Fix: {fix}"
+    finally:
+        await connection.close()
+    log.info(
+        "database ready",
+        extra={
+            "pgmq": report.pgmq,
+            "applied": report.applied,
+            "indexes_created": report.indexes_created,
+            "backfilled_tenants": report.backfilled_tenants,
+        },
+    )
+    return report
