@@ -18,7 +18,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from worker.app import running_worker
-from worker.core import database
+from worker.core import database, servers
 from worker.core.database import Pool
 from worker.core.handlers import HandlerRegistry
 from worker.core.queries import query
@@ -50,8 +50,8 @@ class DemoOptions:
 
 
 async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> int:
-    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
-        dsn = await database.recreate_database(server_dsn, options.database)
+    with servers.database_dsn(settings, allow_embedded=True) as server_dsn:
+        dsn = await servers.recreate_database(server_dsn, options.database)
         league = generate_league(
             seed=options.seed,
             tenants=options.tenants,

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from worker import app
 from worker.bench.receiver import receiving
-from worker.core import database
+from worker.core import database, servers
 from worker.core.database import Pool
 from worker.core.queries import query
 from worker.core.settings import Settings
@@ -95,8 +95,8 @@ async def run_soak(
     settings: Settings, minutes: float, console: Console, json_path: Path | None = None
 ) -> int:
     report = SoakReport(minutes)
-    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
-        dsn = await database.recreate_database(server_dsn, "stats_worker_soak")
+    with servers.database_dsn(settings, allow_embedded=True) as server_dsn:
+        dsn = await servers.recreate_database(server_dsn, "stats_worker_soak")
         league = generate_league(seed=5, tenants=4, players=16, matches=30)
         async with (
             receiving(failure_rate=FLAKY_SHARE, keep_arrivals=False) as receiver,

@@ -39,7 +39,7 @@ from worker.bench.receiver import CallbackReceiver, receiving
 from worker.bench.render import render
 from worker.bench.report import Results, as_json
 from worker.bench.samples import current_rss_mb, peak_rss_mb
-from worker.core import database
+from worker.core import database, servers
 from worker.core.database import Pool
 from worker.core.settings import Settings
 
@@ -52,8 +52,8 @@ async def run_bench(
     started = time.perf_counter()
     server = "DATABASE_URL" if settings.database_url is not None else "embedded"
     results = Results(options, settings, server)
-    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
-        dsn = await database.recreate_database(server_dsn, options.database)
+    with servers.database_dsn(settings, allow_embedded=True) as server_dsn:
+        dsn = await servers.recreate_database(server_dsn, options.database)
         with _progress(console) as progress:
             stages = _Stages(progress)
             results.load = await load_in_child(settings, dsn, options, stages)

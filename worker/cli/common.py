@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from worker.core import database
+from worker.core import database, servers
 from worker.core.database import Pool
 from worker.core.settings import Settings
 
@@ -16,7 +16,7 @@ class CommandError(Exception):
 
 
 async def with_pool(settings: Settings, work: Callable[[Pool], Awaitable[int]]) -> int:
-    with database.database_dsn(settings, allow_embedded=False) as dsn:
+    with servers.database_dsn(settings, allow_embedded=False) as dsn:
         async with database.open_pool(dsn, settings) as pool:
             return await work(pool)
 

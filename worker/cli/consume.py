@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from worker.cli.common import CommandError, with_pool
-from worker.core import database
+from worker.core import servers
 from worker.core.database import Pool
 from worker.core.settings import Settings
 from worker.core.startup import wait_for_database
@@ -20,7 +20,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any,
     from worker.app import run_worker
 
     async def run() -> int:
-        with database.database_dsn(settings, allow_embedded=False) as dsn:
+        with servers.database_dsn(settings, allow_embedded=False) as dsn:
             # The pool's server, and the session one (LISTEN, migrate) when it differs.
             for target in dict.fromkeys((dsn, settings.session_dsn(dsn))):
                 await wait_for_database(target, settings)
@@ -34,7 +34,7 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
     from worker.schema.migrate import migrate_for
 
     async def work() -> int:
-        with database.database_dsn(settings, allow_embedded=False) as dsn:
+        with servers.database_dsn(settings, allow_embedded=False) as dsn:
             # A migrate step on deploy races the database's restart just as ``run`` does.
             await wait_for_database(settings.session_dsn(dsn), settings)
             report = await migrate_for(settings, dsn, move_queue=args.move_queue)

@@ -14,7 +14,7 @@ import asyncpg
 
 from worker.cli import consume, maintenance, operator, tools
 from worker.cli.common import CommandError
-from worker.core import database
+from worker.core import database, servers
 from worker.core.logs import configure_logging
 from worker.core.redact import Redactor
 from worker.core.settings import SettingsError, load_settings
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exit_code: int = asyncio.run(args.handler(settings, args))
         return exit_code
-    except database.DatabaseNotConfigured as exc:
+    except servers.DatabaseNotConfigured as exc:
         _fail(redact, f"{exc}")
         return EXIT_USAGE
     except (
