@@ -7,6 +7,7 @@ web | upkeep | schema > callback > queue | stats > core, with no cycle anywhere.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "worker"
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+README = ROOT / "README.md"
+WORKER_PATH = re.compile(r"(?<![\w-])worker/(?:\w+/)*(?:\w+\.py\b)?")
+"""A module or package path as the docs write it: worker/queue/consumer.py, worker/cli/."""
+BOX = re.compile(r"^\s*\w+\[\"(.*?)\"\]", re.MULTILINE)
+"""A Mermaid node with a quoted label: ``consumer["worker/queue/consumer.py<br/>..."]``."""
 MODULE_LINES_LIMIT = 300
 """STYLE.md says near 250; past this a module is surely two."""
 
@@ -74,3 +80,40 @@ def test_no_module_is_much_past_250_lines():
         if (lines := len(path.read_text().splitlines())) > MODULE_LINES_LIMIT
     }
     assert long == {}, f"split these by responsibility: {long}"
+
+
+def _diagram() -> str:
+    """The Mermaid block of README's "How it works"."""
+    section = README.read_text().split("\n## How it works\n", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```mermaid\n(.*?)```", section, re.DOTALL)
+    assert found is not None, "README's 'How it works' has no mermaid block"
+    return found.group(1)
+
+
+def test_every_module_the_diagram_names_exists():
+    named = set(WORKER_PATH.findall(_diagram()))
+    assert len(named) > 10
+    assert sorted(path for path in named if not (ROOT / path).exists()) == []
+
+
+def test_each_module_of_the_diagram_has_one_box():
+    boxes = [WORKER_PATH.findall(label) for label in BOX.findall(_diagram())]
+    paths = [path for box in boxes for path in box]
+    assert sorted({path for path in paths if paths.count(path) > 1}) == []
+
+
+def test_every_top_level_package_and_module_is_in_the_diagram():
+    named = set(WORKER_PATH.findall(_diagram()))
+    top = [
+        f"worker/{entry.name}/" if entry.is_dir() else f"worker/{entry.name}"
+        for entry in sorted(WORKER.iterdir())
+        if (entry / "__init__.py").is_file() or (entry.suffix == ".py" and entry.stem != "__init__")
+    ]
+    missing = [entry for entry in top if not any(path.startswith(entry) for path in named)]
+    assert missing == [], f"add these to README's diagram: {missing}"
+
+
+def test_every_worker_path_the_docs_name_exists():
+    docs = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    named = {(doc.name, path) for doc in docs for path in WORKER_PATH.findall(doc.read_text())}
+    assert sorted((doc, path) for doc, path in named if not (ROOT / path).exists()) == []
