@@ -7,9 +7,9 @@ import sys
 
 from tests.support import engine_handlers
 from worker.app import run_worker
-from worker.logs import configure_logging
-from worker.redact import Redactor
-from worker.settings import load_settings
+from worker.core.logs import configure_logging
+from worker.core.redact import Redactor
+from worker.core.settings import load_settings
 
 
 def main() -> int:

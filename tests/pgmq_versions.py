@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker.migrate import pgmq_sql_path, pgmq_sql_version
+from worker.schema.pgmq_install import pgmq_sql_path, pgmq_sql_version
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR_VARIABLE = "STATS_WORKER_SHARED_DIR"

@@ -20,11 +20,11 @@ from pydantic import BaseModel, ValidationError
 
 from worker import app
 from worker.app import Worker
-from worker.database import Pool
-from worker.errors import MalformedMessage
-from worker.handlers import HandlerRegistry, Subject
-from worker.league import League, complete_match, write_clubs, write_scheduled
-from worker.settings import Settings
+from worker.core.database import Pool
+from worker.core.errors import MalformedMessage
+from worker.core.handlers import HandlerRegistry, Subject
+from worker.core.settings import Settings
+from worker.stats.league import League, complete_match, write_clubs, write_scheduled
 
 ROOT = Path(__file__).resolve().parent.parent
 

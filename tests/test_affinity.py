@@ -1,4 +1,4 @@
-"""Tenant affinity: one replica at a time recomputes a tenant (``worker/affinity.py``).
+"""Tenant affinity: one replica at a time recomputes a tenant (``worker/queue/affinity.py``).
 
 Another replica is a session holding the tenant's lock, or a second worker
 process. What a user would notice: a tenant another replica holds is left to it
@@ -27,8 +27,8 @@ from tests.support import (
     worker_settings,
 )
 from worker import app
-from worker.affinity import RECONNECT_SECONDS
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from worker.queue.affinity import RECONNECT_SECONDS
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"
 LEAGUE = generate_league(seed=141, tenants=4, players=12, matches=30, side_min=3, side_max=5)

@@ -15,11 +15,11 @@ import pytest
 
 from tests.receiver import Receiver, receiving
 from tests.support import wait_for
-from worker.alerts import DeadLetterAlerter
-from worker.callback import http_client
-from worker.metrics import REGISTRY
-from worker.outcomes import JobRun
-from worker.settings import Settings
+from worker.callback.posting import http_client
+from worker.core.metrics import REGISTRY
+from worker.core.settings import Settings
+from worker.queue.runs import JobRun
+from worker.upkeep.alerts import DeadLetterAlerter
 
 QUEUE = "stats_updates"
 TENANT = uuid.UUID("6f1c2a40-0000-4000-8000-00000000abcd")

@@ -15,8 +15,9 @@ import pytest
 
 from tests.support import ROOT
 from worker.bench.options import BenchOptions
-from worker.bench.report import STEPS, targets
+from worker.bench.report import STEPS
 from worker.bench.samples import percentile, summary_ms
+from worker.bench.targets import targets
 
 SUMMARY = {"count", "p50", "p95", "p99", "mean", "max"}
 DRAINED = {"messages", "seconds", "per_second"}

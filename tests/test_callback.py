@@ -27,13 +27,15 @@ from tests.support import (
     worker_settings,
 )
 from worker.app import default_handlers
-from worker.callback import CacheInvalidator, http_client, retry_after_seconds
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
-from worker.metrics import REGISTRY
-from worker.outcomes import Invalidation, JobRun, Settler
-from worker.queue import send
-from worker.settings import Settings
+from worker.callback.invalidator import CacheInvalidator
+from worker.callback.posting import http_client, retry_after_seconds
+from worker.core.metrics import REGISTRY
+from worker.core.settings import Settings
+from worker.queue.outcomes import Settler
+from worker.queue.pgmq import send
+from worker.queue.runs import Invalidation, JobRun
 from worker.stats.handler import cache_tags
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"
 SECRET = "s3cret-token"

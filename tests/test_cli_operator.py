@@ -6,8 +6,8 @@ import json
 
 from tests.support import drain_stats
 from tests.test_cli import cli
-from worker.cli_text import drift_lines, drift_summary, shorten
-from worker.maintenance import Drift
+from worker.cli.text import drift_lines, drift_summary, shorten
+from worker.stats.maintenance import Drift
 
 QUEUE = "stats_updates"
 TENANT = "00000000-0000-0000-0000-00000000000a"

@@ -23,8 +23,8 @@ import asyncpg
 
 from tests import reference
 from tests.support import ROOT, play_league, wait_for
-from worker.league import generate_league
-from worker.maintenance import verify
+from worker.stats.league import generate_league
+from worker.stats.maintenance import verify
 
 CORRECTIONS = 300
 

@@ -21,7 +21,7 @@ import pytest
 from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
 from tests.test_http import TOKEN, serving
 from worker.app import Worker
-from worker.queue import send
+from worker.queue.pgmq import send
 
 QUEUE = "stats_updates"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from worker.queries import queries
-from worker.settings import Settings
+from worker.core.queries import queries
+from worker.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -177,7 +177,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_non_editable_install_finds_its_sql(image_venv: Path):
-    probe = "from worker.queries import queries, sql_dir; print(sql_dir(), len(queries()))"
+    probe = "from worker.core.queries import queries, sql_dir; print(sql_dir(), len(queries()))"
     result = subprocess.run(
         [str(image_venv / "bin/python"), "-c", probe],
         cwd=image_venv.parent,
@@ -194,7 +194,7 @@ def test_a_non_editable_install_finds_its_sql(image_venv: Path):
 
 def test_the_image_carries_the_consoles_templates_and_assets(image_venv: Path):
     probe = (
-        "from worker.console import HERE; "
+        "from worker.web.console import HERE; "
         "print(HERE, (HERE / 'templates/overview.html').is_file(), "
         "(HERE / 'static/console.js').is_file())"
     )

@@ -9,8 +9,8 @@ import asyncpg
 
 from tests.receiver import receiving
 from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
-from worker import jobs
-from worker.queue import send
+from worker.queue import jobs
+from worker.queue.pgmq import send
 
 QUEUE = "stats_updates"
 PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)

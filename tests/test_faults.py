@@ -17,8 +17,8 @@ from tests.support import (
     wait_for,
     worker_settings,
 )
-from worker import jobs
-from worker.queue import send
+from worker.queue import jobs
+from worker.queue.pgmq import send
 
 QUEUE = "stats_updates"
 PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)
@@ -201,7 +201,7 @@ async def test_a_background_task_that_dies_stops_the_worker_loudly(database_url,
     async def broken_listener(*_: object) -> None:
         raise RuntimeError("listener bug")
 
-    monkeypatch.setattr("worker.consumer.listen_forever", broken_listener)
+    monkeypatch.setattr("worker.queue.consumer.listen_forever", broken_listener)
     await prepare_engine_table(database_url)
     run = run_worker(
         worker_settings(database_url),

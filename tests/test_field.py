@@ -16,9 +16,9 @@ import pytest
 
 from tests import reference
 from tests.support import dsn_for_database, play_league, run_cli, running_worker, worker_settings
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
-from worker.migrate import pgmq_sql_path
-from worker.queries import migrations
+from worker.core.queries import migrations
+from worker.schema.pgmq_install import pgmq_sql_path
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 PGMQ_MATRIX = True
 """Every pgmq flavour: a server offering the extension, or the SQL-only install."""

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from tests import reference
 from tests.support import drain_stats
-from worker.database import init_connection
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
+from worker.core.database import init_connection
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"
 LEAGUE = generate_league(seed=91, tenants=2, players=10, matches=14, side_min=3, side_max=5)

@@ -25,9 +25,10 @@ from tests.support import (
     wait_for,
     worker_settings,
 )
-from worker.league import generate_league
-from worker.outcomes import JobRun, Settler
-from worker.queue import send
+from worker.queue.outcomes import Settler
+from worker.queue.pgmq import send
+from worker.queue.runs import JobRun
+from worker.stats.league import generate_league
 
 QUEUE = "stats_updates"
 

@@ -20,15 +20,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
-from worker import metrics
-from worker.alerts import DeadLetterAlerter
 from worker.app import Worker
-from worker.callback import CacheInvalidator, http_client
-from worker.database import open_pool
-from worker.http import bind_socket, create_app, serve
-from worker.queue import send
-from worker.refresher import QueueSnapshots, refresh_gauges, refresh_once
-from worker.status import WorkerStatus
+from worker.callback.invalidator import CacheInvalidator
+from worker.callback.posting import http_client
+from worker.core import metrics
+from worker.core.database import open_pool
+from worker.core.status import WorkerStatus
+from worker.queue.pgmq import send
+from worker.upkeep.alerts import DeadLetterAlerter
+from worker.web.http import create_app
+from worker.web.refresher import QueueSnapshots, refresh_gauges, refresh_once
+from worker.web.server import bind_socket, serve
 
 QUEUE = "stats_updates"
 TOKEN = "s3cret-token"
@@ -248,7 +250,7 @@ async def test_metrics_parse_and_every_name_follows_the_conventions(database_url
 
 
 async def _status_of_job(worker: Worker, msg_id: int, status: str) -> bool:
-    from worker import jobs
+    from worker.queue import jobs
 
     job = await jobs.get_job(worker.pool, QUEUE, msg_id)
     return job is not None and job.status == status

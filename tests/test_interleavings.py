@@ -19,7 +19,7 @@ import pytest
 from tests import reference
 from tests.support import running_worker, wait_for, worker_settings
 from worker.app import default_handlers
-from worker.maintenance import verify
+from worker.stats.maintenance import verify
 
 T = uuid.UUID("40000000-0000-4000-8000-000000000004")
 OTHER_TENANT = uuid.UUID("40000000-0000-4000-8000-000000000005")

@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 
 from tests import pgmq_versions
-from worker.migrate import migrate, pgmq_sql_path, pgmq_sql_version
-from worker.queries import migrations
+from worker.core.queries import migrations
+from worker.schema.migrate import migrate
+from worker.schema.pgmq_install import pgmq_sql_path, pgmq_sql_version
 
 QUEUE = "stats_updates"
 PGMQ_MATRIX = True

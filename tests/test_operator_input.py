@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import scratch_database
 from tests.test_http import AUTH, bare_worker, serving
-from worker.http import REQUEST_HEAD_SECONDS
-from worker.metrics import REGISTRY
+from worker.core.metrics import REGISTRY
+from worker.web.server import REQUEST_HEAD_SECONDS
 
 ODD_TEXT = ["", "²", "٣", "1e3", "-1", "0", "9" * 30, "\u0000", "%00", "50 ", "NaN", "☃", "0x10"]
 ODD_IDS = [0, 1, 2**63 - 1, 2**63, 10**30, 12345678901234567890]

@@ -13,7 +13,7 @@ from tests.support import (
     worker_settings,
 )
 from tests.test_cli import cli
-from worker.queue import send
+from worker.queue.pgmq import send
 
 QUEUE = "stats_updates"
 POLL_SECONDS = 0.2

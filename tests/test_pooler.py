@@ -27,9 +27,9 @@ import pytest
 from tests import reference
 from tests.pgbouncer import PgBouncer
 from tests.support import ROOT, run_cli
-from worker.database import init_connection
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
-from worker.queries import migrations
+from worker.core.database import init_connection
+from worker.core.queries import migrations
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"
 CACHE_HINT = "DATABASE_STATEMENT_CACHE_SIZE=0"

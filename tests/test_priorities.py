@@ -6,11 +6,11 @@ import time
 
 from tests.support import EngineHandler, prepare_engine_table, running_worker, wait_for
 from tests.support import worker_settings as settings_for_test
-from worker.database import Pool
-from worker.handlers import HandlerRegistry
-from worker.priorities import bulk_queue_name
-from worker.queue import send
-from worker.settings import Settings
+from worker.core.database import Pool
+from worker.core.handlers import HandlerRegistry
+from worker.core.settings import Settings
+from worker.queue.pgmq import send
+from worker.queue.priorities import bulk_queue_name
 
 QUEUE = "stats_updates"
 BULK = bulk_queue_name(QUEUE)

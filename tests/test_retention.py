@@ -16,8 +16,8 @@ from tests.support import (
     wait_for,
     worker_settings,
 )
-from worker import retention
-from worker.queue import send
+from worker.queue.pgmq import send
+from worker.upkeep import retention
 
 QUEUE = "stats_updates"
 OLD = "now() - interval '60 days'"

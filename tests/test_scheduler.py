@@ -20,12 +20,12 @@ from tests.support import (
     stop_process,
     worker_settings,
 )
-from worker.callback import http_client
-from worker.database import init_connection
-from worker.league import generate_league
-from worker.metrics import REGISTRY
-from worker.recurring import verify_and_alert
-from worker.scheduler import RecurringJob, Scheduler
+from worker.callback.posting import http_client
+from worker.core.database import init_connection
+from worker.core.metrics import REGISTRY
+from worker.stats.league import generate_league
+from worker.upkeep.recurring import verify_and_alert
+from worker.upkeep.scheduler import RecurringJob, Scheduler
 
 NIGHTLY = "30 3 * * *"
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)

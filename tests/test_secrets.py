@@ -20,7 +20,7 @@ import httpx
 
 from tests.receiver import receiving
 from tests.support import prepare_engine_table, process_log, start_worker_process, wait_for
-from worker.queue import send
+from worker.queue.pgmq import send
 
 PASSWORD = "pw#with@odd/chars:and%percent"
 INTERNAL_SECRET = "cache-secret-4fa1c9d2"

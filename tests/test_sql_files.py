@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from worker.queries import migrations, queries
+from worker.core.queries import migrations, queries
 from worker.stats.aggregations import TABLES
 
 WORKER = Path(__file__).resolve().parent.parent / "worker"

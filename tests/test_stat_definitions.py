@@ -11,12 +11,12 @@ import pytest
 
 from tests import reference
 from tests.support import drain_stats, play_league, worker_settings
-from worker import queries
-from worker.database import create_pool, init_connection
-from worker.league import generate_league
-from worker.maintenance import verify
-from worker.migrate import migrate
-from worker.queries import migrations, stat_definitions
+from worker.core import queries
+from worker.core.database import create_pool, init_connection
+from worker.core.queries import migrations, stat_definitions
+from worker.schema.migrate import migrate
+from worker.stats.league import generate_league
+from worker.stats.maintenance import verify
 
 QUEUE = "stats_updates"
 THE_SPLIT = 12

@@ -9,8 +9,8 @@ import pytest
 
 from tests import reference
 from tests.support import drain_stats
-from worker.league import complete_match, generate_league, write_clubs, write_scheduled
-from worker.maintenance import rebuild, scopes, verify
+from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
+from worker.stats.maintenance import rebuild, scopes, verify
 
 PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)
 

@@ -1,4 +1,4 @@
-"""Deadlines that never lose a cancellation (``worker/waits.py``).
+"""Deadlines that never lose a cancellation (``worker/core/waits.py``).
 
 A background task that swallowed its cancellation kept ``run --until-empty``
 alive after the queue drained: the listener's probe came back in the same loop
@@ -14,7 +14,7 @@ import re
 import pytest
 
 from tests.support import ROOT
-from worker.waits import wait_event
+from worker.core.waits import wait_event
 
 
 async def test_a_cancel_that_arrives_with_the_event_still_cancels():
@@ -42,4 +42,4 @@ def test_the_worker_never_waits_through_asyncio_wait_for():
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if re.search(r"\bwait_for\(", line)
     ]
-    assert not calls, f"use worker.waits or asyncio.timeout instead: {calls}"
+    assert not calls, f"use worker.core.waits or asyncio.timeout instead: {calls}"

@@ -17,8 +17,8 @@ from tests.support import (
     start_worker_process,
     wait_for,
 )
-from worker.queue import send
-from worker.watchdog import EXIT_STUCK, SETTLE_WINDOW_SECONDS
+from worker.core.watchdog import EXIT_STUCK, SETTLE_WINDOW_SECONDS
+from worker.queue.pgmq import send
 
 QUEUE = "stats_updates"
 

@@ -15,25 +15,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker import database
-from worker.alerts import DeadLetterAlerter
-from worker.callback import CacheInvalidator, http_client
-from worker.consumer import Consumer
-from worker.database import Pool
-from worker.handlers import HandlerRegistry
-from worker.http import create_app, serve
-from worker.leader import Leadership
-from worker.migrate import MigrationReport, migrate
-from worker.outcomes import Settler
-from worker.priorities import bulk_queue_name, settings_for
-from worker.queries import query
-from worker.recurring import builtin_jobs
-from worker.refresher import QueueSnapshots, queue_names, refresh_gauges
-from worker.retention import refresh_table_sizes
-from worker.scheduler import Scheduler
-from worker.settings import Settings
-from worker.status import WorkerStatus
-from worker.watchdog import Watchdog
+from worker.callback.invalidator import CacheInvalidator
+from worker.callback.posting import http_client
+from worker.core import database
+from worker.core.database import Pool
+from worker.core.handlers import HandlerRegistry
+from worker.core.settings import Settings
+from worker.core.status import WorkerStatus
+from worker.core.watchdog import Watchdog
+from worker.queue.consumer import Consumer
+from worker.queue.leftovers import send_leftover_messages, sweep_leftover_messages
+from worker.queue.outcomes import Settler
+from worker.queue.priorities import bulk_queue_name, settings_for
+from worker.schema.migrate import migrate_for
+from worker.stats.handler import StatsHandler
+from worker.upkeep.alerts import DeadLetterAlerter
+from worker.upkeep.leader import Leadership
+from worker.upkeep.recurring import builtin_jobs
+from worker.upkeep.retention import refresh_table_sizes
+from worker.upkeep.scheduler import Scheduler
+from worker.web.http import create_app
+from worker.web.refresher import QueueSnapshots, refresh_gauges
+from worker.web.server import serve
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ class BackgroundTaskDied(RuntimeError):
 
 @dataclass
 class Worker:
-    """A running worker's parts, for the HTTP layer and for tests."""
+    """A running worker's parts, for tests; the HTTP layer and the refresher see it only
+    as a :class:`~worker.core.status.WorkerView`."""
 
     settings: Settings
     pool: Pool
@@ -59,6 +63,10 @@ class Worker:
     http_port: int | None = None
     """The port /health and /metrics listen on, once they do (``PORT=0`` picks one)."""
 
+    def queue_names(self) -> list[str]:
+        """The queues the worker consumes (its configured queue when it has no consumer)."""
+        return [consumer.queue.name for consumer in self.consumers] or [self.settings.queue_name]
+
     def set_http_port(self, port: int) -> None:
         self.http_port = port
 
@@ -68,30 +76,6 @@ class Worker:
             consumer.stop()
 
 
-LEFTOVER_SWEEP_SECONDS = 30.0
-
-
-async def send_leftover_messages(pool: Pool) -> None:
-    """Send trigger messages that no commit sent (see 0010_leftover_messages.sql)."""
-    try:
-        sent = await pool.fetchval(query("send_leftover_messages"))
-    except database.DATABASE_ERRORS as exc:
-        log.warning("leftover message sweep failed", extra={"error": repr(exc)})
-        return
-    if sent:
-        log.warning(
-            "sent trigger messages a commit had left unsent (session_replication_role = replica?)",
-            extra={"messages": sent},
-        )
-
-
-async def sweep_leftover_messages(pool: Pool) -> None:
-    """After the sweep at start (before the first read), one every half minute."""
-    while True:
-        await asyncio.sleep(LEFTOVER_SWEEP_SECONDS)
-        await send_leftover_messages(pool)
-
-
 async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
     """Run a task that must never end; ending at all is a failure."""
     await coroutine
@@ -99,31 +83,8 @@ async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
 
 
 def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
-    from worker.stats.handler import StatsHandler
-
     handler = StatsHandler(pool)
     return {settings.queue_name: handler, bulk_queue_name(settings.queue_name): handler}
-
-
-async def migrate_for(settings: Settings, dsn: str, *, move_queue: bool = False) -> MigrationReport:
-    """``migrate`` on its own connection, the session one where there is one."""
-    connection = await database.connect(settings.session_dsn(dsn), settings)
-    try:
-        report = await migrate(
-            connection, settings.queue_name, read_roles=settings.read_roles, move_queue=move_queue
-        )
-    finally:
-        await connection.close()
-    log.info(
-        "database ready",
-        extra={
-            "pgmq": report.pgmq,
-            "applied": report.applied,
-            "indexes_created": report.indexes_created,
-            "backfilled_tenants": report.backfilled_tenants,
-        },
-    )
-    return report
 
 
 async def run_worker(
@@ -165,7 +126,7 @@ async def run_worker(
                 )
             )
         worker.scheduler = Scheduler(
-            pool, builtin_jobs(settings, pool, client, queue_names(worker))
+            pool, builtin_jobs(settings, pool, client, worker.queue_names())
         )
         await send_leftover_messages(pool)
         with _signals_stop(worker, enabled=install_signal_handlers):
@@ -184,7 +145,7 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             "alerter": worker.alerter.run(),
             "leftovers": sweep_leftover_messages(worker.pool),
             "metrics": refresh_gauges(worker, snapshots),
-            "table_sizes": refresh_table_sizes(worker.pool, queue_names(worker)),
+            "table_sizes": refresh_table_sizes(worker.pool, worker.queue_names()),
             "http": serve(create_app(worker, snapshots), worker.settings, worker.set_http_port),
         }
         if worker.leadership is not None and worker.scheduler is not None:

@@ -17,11 +17,17 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from worker import database
 from worker.app import running_worker
-from worker.database import Pool
-from worker.handlers import HandlerRegistry
-from worker.league import (
+from worker.core import database, servers
+from worker.core.database import Pool
+from worker.core.handlers import HandlerRegistry
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.queue.pgmq import Queue
+from worker.schema.migrate import migrate
+from worker.stats.aggregations import TABLES, Timings
+from worker.stats.handler import StatsHandler
+from worker.stats.league import (
     League,
     Match,
     complete_match,
@@ -29,13 +35,7 @@ from worker.league import (
     write_clubs,
     write_scheduled,
 )
-from worker.maintenance import verify
-from worker.migrate import migrate
-from worker.queries import query
-from worker.queue import Queue
-from worker.settings import Settings
-from worker.stats.aggregations import TABLES, Timings
-from worker.stats.handler import StatsHandler
+from worker.stats.maintenance import verify
 
 DEMO_DATABASE = "stats_worker_demo"
 
@@ -50,8 +50,8 @@ class DemoOptions:
 
 
 async def run_demo(settings: Settings, options: DemoOptions, console: Console) -> int:
-    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
-        dsn = await database.recreate_database(server_dsn, options.database)
+    with servers.database_dsn(settings, allow_embedded=True) as server_dsn:
+        dsn = await servers.recreate_database(server_dsn, options.database)
         league = generate_league(
             seed=options.seed,
             tenants=options.tenants,

@@ -23,13 +23,21 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from worker import app, database, maintenance
+from worker import app
 from worker.bench.receiver import receiving
-from worker.database import Pool
-from worker.league import League, complete_match, generate_league, write_clubs, write_scheduled
-from worker.migrate import migrate
-from worker.queries import query
-from worker.settings import Settings
+from worker.core import database, servers
+from worker.core.database import Pool
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.schema.migrate import migrate
+from worker.stats import maintenance
+from worker.stats.league import (
+    League,
+    complete_match,
+    generate_league,
+    write_clubs,
+    write_scheduled,
+)
 
 WARM_UP_SHARE = 0.25
 TOLERANCE = 0.10
@@ -87,8 +95,8 @@ async def run_soak(
     settings: Settings, minutes: float, console: Console, json_path: Path | None = None
 ) -> int:
     report = SoakReport(minutes)
-    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
-        dsn = await database.recreate_database(server_dsn, "stats_worker_soak")
+    with servers.database_dsn(settings, allow_embedded=True) as server_dsn:
+        dsn = await servers.recreate_database(server_dsn, "stats_worker_soak")
         league = generate_league(seed=5, tenants=4, players=16, matches=30)
         async with (
             receiving(failure_rate=FLAKY_SHARE, keep_arrivals=False) as receiver,

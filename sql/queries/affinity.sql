@@ -1,4 +1,4 @@
--- Tenant affinity across replicas (worker/affinity.py): one session advisory
+-- Tenant affinity across replicas (worker/queue/affinity.py): one session advisory
 -- lock per (queue, tenant), named by $1's texts, held by the replica whose
 -- recompute of that tenant is waiting or running.
 

@@ -1,4 +1,4 @@
--- Retention: old rows deleted in small batches (worker/retention.py).
+-- Retention: old rows deleted in small batches (worker/upkeep/retention.py).
 -- {queue_table} and {archive_table} are pgmq's tables of the queue $1, filled
 -- in from a validated queue name. Every batch is one short statement that
 -- skips rows another transaction holds, so it never waits on (or blocks) the

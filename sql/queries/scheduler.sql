@@ -1,4 +1,4 @@
--- Recurring jobs and their leader (worker/scheduler.py, worker/leader.py).
+-- Recurring jobs and their leader (worker/upkeep/scheduler.py, worker/upkeep/leader.py).
 
 -- name: try_lead
 -- The leader's session advisory lock ($1 names it): held while its connection

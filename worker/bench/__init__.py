@@ -6,7 +6,8 @@ that its memory is not the worker's, :mod:`~worker.bench.harness` (the worker in
 this process and its handlers), :mod:`~worker.bench.receiver` (the app's cache
 endpoint), :mod:`~worker.bench.latency` and :mod:`~worker.bench.throughput` (the
 measurements), :mod:`~worker.bench.samples` (percentiles, RSS),
-:mod:`~worker.bench.report` (figures, targets, JSON) and :mod:`~worker.bench.render`
-(the tables). :mod:`~worker.bench.runner` wires them. docs/performance.md says
-what each figure means.
+:mod:`~worker.bench.report` (figures, JSON), :mod:`~worker.bench.targets` (what
+they are held to) and :mod:`~worker.bench.render` (the tables).
+:mod:`~worker.bench.runner` wires them. docs/performance.md says what each
+figure means.
 """

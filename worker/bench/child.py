@@ -17,7 +17,7 @@ from typing import Any
 
 from worker.bench.loader import LoadReport, ProgressSink, load_league
 from worker.bench.options import BenchOptions
-from worker.settings import Settings
+from worker.core.settings import Settings
 
 POLL_SECONDS = 0.05
 Loader = Callable[[Settings, str, BenchOptions, ProgressSink], Coroutine[Any, Any, LoadReport]]

@@ -18,10 +18,10 @@ from uuid import UUID
 
 from worker.app import Worker
 from worker.bench.receiver import CallbackReceiver
-from worker.database import Pool
-from worker.priorities import bulk_queue_name
-from worker.queries import query
-from worker.queue import Queue, send
+from worker.core.database import Pool
+from worker.core.queries import query
+from worker.queue.pgmq import Queue, send
+from worker.queue.priorities import bulk_queue_name
 
 CALLBACK_TIMEOUT_SECONDS = 60.0
 

@@ -17,14 +17,14 @@ from typing import Any
 
 from worker.app import running_worker
 from worker.bench.samples import TableTimings
-from worker.database import Pool
-from worker.handlers import HandlerRegistry, Subject
-from worker.league import Line, Match
-from worker.priorities import bulk_queue_name
-from worker.queries import query
-from worker.settings import Settings
+from worker.core.database import Pool
+from worker.core.handlers import HandlerRegistry, Subject
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.queue.priorities import bulk_queue_name
 from worker.stats.aggregations import refresh_concurrently
 from worker.stats.handler import StatsHandler, cache_tags
+from worker.stats.league import Line, Match
 from worker.stats.message import StatsMessage
 
 HandlerFactory = Callable[[Settings, Pool], HandlerRegistry]

@@ -20,11 +20,11 @@ from worker.app import Worker
 from worker.bench.harness import StatsHandlers, pending_matches
 from worker.bench.receiver import CallbackReceiver
 from worker.bench.samples import TableTimings
-from worker.database import Connection, Pool
-from worker.league import Match, complete_match
-from worker.queries import query
+from worker.core.database import Connection, Pool
+from worker.core.queries import query
 from worker.stats.aggregations import TABLES, Scope, refresh_concurrently
 from worker.stats.handler import StatsHandler
+from worker.stats.league import Match, complete_match
 from worker.stats.message import StatsMessage
 
 CALLBACK_TIMEOUT_SECONDS = 60.0

@@ -1,9 +1,9 @@
 """The reference league: generated, bulk-loaded, rebuilt, and its future scheduled.
 
-History is written with :func:`~worker.league.write_history` (COPY, enqueue
-triggers off) and its statistics computed with :func:`~worker.maintenance.rebuild`.
+History is written with :func:`~worker.stats.league.write_history` (COPY, enqueue
+triggers off) and its statistics computed with :func:`~worker.stats.maintenance.rebuild`.
 The matches the measurements complete later are written as the app first
-creates them (:func:`~worker.league.write_scheduled`); their results go to the
+creates them (:func:`~worker.stats.league.write_scheduled`); their results go to the
 bench's own ``bench.pending`` tables, tagged with the phase that will use them.
 
 Besides the reference tenants, two growth tenants are loaded: one with
@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from worker import database
 from worker.bench.options import BenchOptions
-from worker.database import Connection, Pool
-from worker.league import (
+from worker.core import database
+from worker.core.database import Connection, Pool
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.schema.migrate import migrate
+from worker.stats.league import (
     League,
     Match,
     Tenant,
@@ -31,10 +34,7 @@ from worker.league import (
     write_history,
     write_scheduled,
 )
-from worker.maintenance import rebuild, scopes, tenants
-from worker.migrate import migrate
-from worker.queries import query
-from worker.settings import Settings
+from worker.stats.maintenance import rebuild, scopes, tenants
 
 LATENCY, BACKLOG, ONE_BY_ONE = "latency", "backlog", "one_by_one"
 GROWTH_SMALL, GROWTH_LARGE = "growth_small", "growth_large"

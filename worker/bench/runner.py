@@ -28,7 +28,6 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from worker import database
 from worker.app import running_worker
 from worker.bench import during_backfill, latency, scale_out, tenant_count, throughput
 from worker.bench.child import load_in_child
@@ -40,8 +39,9 @@ from worker.bench.receiver import CallbackReceiver, receiving
 from worker.bench.render import render
 from worker.bench.report import Results, as_json
 from worker.bench.samples import current_rss_mb, peak_rss_mb
-from worker.database import Pool
-from worker.settings import Settings
+from worker.core import database, servers
+from worker.core.database import Pool
+from worker.core.settings import Settings
 
 
 async def run_bench(
@@ -52,8 +52,8 @@ async def run_bench(
     started = time.perf_counter()
     server = "DATABASE_URL" if settings.database_url is not None else "embedded"
     results = Results(options, settings, server)
-    with database.database_dsn(settings, allow_embedded=True) as server_dsn:
-        dsn = await database.recreate_database(server_dsn, options.database)
+    with servers.database_dsn(settings, allow_embedded=True) as server_dsn:
+        dsn = await servers.recreate_database(server_dsn, options.database)
         with _progress(console) as progress:
             stages = _Stages(progress)
             results.load = await load_in_child(settings, dsn, options, stages)

@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker import maintenance
-from worker.database import Pool
-from worker.queries import query
-from worker.settings import Settings
+from worker.core.database import Pool
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.stats import maintenance
 
 PROCESS_COUNTS = (1, 2, 4)
 READY_SECONDS = 60.0

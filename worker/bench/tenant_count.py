@@ -20,7 +20,6 @@ from functools import partial
 
 from rich.progress import Progress
 
-from worker import database
 from worker.app import running_worker
 from worker.bench import latency
 from worker.bench.child import load_in_child
@@ -29,9 +28,10 @@ from worker.bench.latency import RawLatency, WorkerLatency
 from worker.bench.loader import ALONE, AMONG_MANY, LoadReport, ProgressSink, load_lone_tenant
 from worker.bench.options import BenchOptions
 from worker.bench.receiver import CallbackReceiver
-from worker.database import Pool
-from worker.queries import query
-from worker.settings import Settings
+from worker.core import database, servers
+from worker.core.database import Pool
+from worker.core.queries import query
+from worker.core.settings import Settings
 
 COPY_STEP = timedelta(days=61)
 """Between the dates of consecutive copies: 200 copies span about 33 years."""
@@ -61,7 +61,7 @@ async def measure(  # noqa: PLR0917 - the bench's parts, passed on as they are
 ) -> TenantCount:
     """Load the lone tenant, measure it alone, copy it, measure it among the copies."""
     measured = TenantCount(many=options.many_tenants)
-    dsn = await database.recreate_database(server_dsn, f"{options.database}_tenants")
+    dsn = await servers.recreate_database(server_dsn, f"{options.database}_tenants")
     measured.load = await load_in_child(settings, dsn, options, stages, load_lone_tenant)
     handlers = StatsHandlers()
     async with (

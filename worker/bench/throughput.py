@@ -28,12 +28,12 @@ from worker.bench.harness import (
     pending_matches,
 )
 from worker.bench.samples import TableTimings
-from worker.database import Pool
-from worker.league import Match, complete_match
-from worker.metrics import REGISTRY
-from worker.queries import query
-from worker.queue import Queue
-from worker.settings import Settings
+from worker.core.database import Pool
+from worker.core.metrics import REGISTRY
+from worker.core.queries import query
+from worker.core.settings import Settings
+from worker.queue.pgmq import Queue
+from worker.stats.league import Match, complete_match
 
 Tick = Callable[[int], None]
 """Told how many more messages are done."""

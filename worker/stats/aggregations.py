@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from worker import metrics
-from worker.database import Connection, Pool
-from worker.queries import query
+from worker.core import metrics
+from worker.core.database import Connection, Pool
+from worker.core.queries import query
 
 FIRST_PHASE = (
     "player_totals",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from worker.database import Pool
-from worker.handlers import Subject
-from worker.queries import query
+from worker.core.database import Pool
+from worker.core.handlers import Subject
+from worker.core.queries import query
 from worker.stats.aggregations import Scope, Timings, refresh_concurrently
 from worker.stats.message import StatsMessage, parse_stats_message
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
-from worker.errors import MalformedMessage
+from worker.core.errors import MalformedMessage
 
 BigInt = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
 
