@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
+
+import asyncpg
 
 from tests.support import run_cli
 from worker.soak import Sample, judge
 
 
-def test_a_short_soak_stays_flat_and_exact(server_dsn, tmp_path):
+async def test_a_short_soak_stays_flat_and_exact(server_dsn, tmp_path):
     report_path = tmp_path / "soak.json"
-    result = run_cli(server_dsn, "soak", "--minutes", "0.3", "--json", str(report_path))
+    name = f"sw_soak_{uuid.uuid4().hex[:10]}"
+    try:
+        result = await asyncio.to_thread(
+            run_cli, server_dsn, "soak", "--minutes", "0.3", "--json", str(report_path),
+            "--database", name,
+        )  # fmt: skip
+    finally:
+        admin = await asyncpg.connect(server_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "soak passed" in result.stdout
     report = json.loads(report_path.read_text())

@@ -91,12 +91,21 @@ def judge(samples: list[Sample]) -> dict[str, bool]:
     return verdict
 
 
+SOAK_DATABASE = "stats_worker_soak"
+"""The database the soak creates (dropped first if it exists) on the server."""
+
+
 async def run_soak(
-    settings: Settings, minutes: float, console: Console, json_path: Path | None = None
+    settings: Settings,
+    minutes: float,
+    console: Console,
+    json_path: Path | None = None,
+    *,
+    database_name: str = SOAK_DATABASE,
 ) -> int:
     report = SoakReport(minutes)
     with servers.database_dsn(settings, allow_embedded=True) as server_dsn:
-        dsn = await servers.recreate_database(server_dsn, "stats_worker_soak")
+        dsn = await servers.recreate_database(server_dsn, database_name)
         league = generate_league(seed=5, tenants=4, players=16, matches=30)
         async with (
             receiving(failure_rate=FLAKY_SHARE, keep_arrivals=False) as receiver,

@@ -52,13 +52,15 @@ def cmd_soak(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
 
     from rich.console import Console
 
-    from worker.soak import run_soak
+    from worker.soak import SOAK_DATABASE, run_soak
 
     if args.minutes <= 0:
         raise CommandError("--minutes must be above 0")
     # The flaky app makes every other invalidation a warning: only errors would matter here.
     configure_logging("ERROR", settings.log_format, Redactor.of(settings))
-    return run_soak(settings, args.minutes, Console(), Path(args.json) if args.json else None)
+    json_path = Path(args.json) if args.json else None
+    database_name = args.database or SOAK_DATABASE
+    return run_soak(settings, args.minutes, Console(), json_path, database_name=database_name)
 
 
 def add_demo(commands: Any) -> None:
@@ -115,4 +117,5 @@ def add_measurements(commands: Any) -> None:
     )
     soak.add_argument("--minutes", type=float, default=10.0)
     soak.add_argument("--json", metavar="PATH", help="also write the samples as JSON")
+    soak.add_argument("--database", metavar="NAME", help="default stats_worker_soak")
     soak.set_defaults(handler=cmd_soak)
