@@ -31,6 +31,7 @@ from worker.queue.affinity import RECONNECT_SECONDS
 from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
 QUEUE = "stats_updates"
+PGMQ_MATRIX = True  # claims and hand-backs on every pgmq users have
 LEAGUE = generate_league(seed=141, tenants=4, players=12, matches=30, side_min=3, side_max=5)
 
 
