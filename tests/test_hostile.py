@@ -37,7 +37,7 @@ def _settings(receiver: Receiver) -> dict[str, object]:
     return {"concurrency": 2, "max_attempts": 2, "cache_invalidation_url": receiver.url}
 
 
-async def _send_raw(conn: asyncpg.Connection, body: str) -> int:
+async def _send_raw(conn: asyncpg.Connection, body: str | None) -> int:
     """Any jsonb PostgreSQL accepts, sent as text so nothing on our side decodes it."""
     msg_id: int = await conn.fetchval("SELECT pgmq.send($1, $2::text::jsonb)", QUEUE, body)
     return msg_id
@@ -70,6 +70,8 @@ async def _hostile_bodies_in_a_live_league(
         "far_since": prefix + ', "since": "0001-01-01T00:00:00+01:00"}',
         "many_players": prefix + ', "player_ids": ' + json.dumps(list(range(1, 2000))) + "}",
         "not_object": "[1, 2, 3]",
+        "json_null": "null",
+        "sql_null": None,  # pgmq.send takes it: the message column is nullable
         "unicode": prefix + ', "note": "\\ud83d\\ude00 \\u202e"}',
     }
     bad_ids = {name: await _send_raw(conn, body) for name, body in hostile.items()}
@@ -99,6 +101,7 @@ async def _hostile_bodies_in_a_live_league(
     assert runs[bad_ids["unicode"]]["status"] == "succeeded"  # unknown keys are ignored
     assert "nested deeper" in runs[bad_ids["deep"]]["last_error"]
     assert "too large" in runs[bad_ids["too_big"]]["last_error"]
+    assert "SQL NULL" in runs[bad_ids["sql_null"]]["last_error"]
     assert "since" in runs[bad_ids["far_since"]]["last_error"]
     assert runs[forged]["status"] == "succeeded"
     assert runs[unknown]["status"] == "succeeded"

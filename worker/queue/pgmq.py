@@ -25,8 +25,9 @@ class Message:
     """Reads so far, this one included: who owns the message (see 0008)."""
     enqueued_at: datetime
     vt: datetime
-    raw: str
-    """The body as PostgreSQL stored it (jsonb text), decoded by :func:`decode_body`."""
+    raw: str | None
+    """The body as PostgreSQL stored it (jsonb text; None for SQL NULL, which
+    pgmq.send accepts), decoded by :func:`decode_body`."""
     failures: int = 0
     """Failed runs recorded for this message so far."""
 
@@ -36,12 +37,14 @@ class Message:
         return self.failures + 1
 
 
-def decode_body(raw: str) -> Any:
+def decode_body(raw: str | None) -> Any:
     """The JSON of a body, or MalformedMessage naming the limit it broke.
 
-    Anyone who can write SQL can put any jsonb on the queue: depth, size and
-    number limits are checked here, one message at a time.
+    Anyone who can write SQL can put any jsonb on the queue, or none at all:
+    depth, size and number limits are checked here, one message at a time.
     """
+    if raw is None:
+        raise MalformedMessage("body is SQL NULL")
     size = len(raw.encode())
     if size > MAX_BODY_BYTES:
         raise MalformedMessage(f"body too large: {size} bytes (limit {MAX_BODY_BYTES})")
