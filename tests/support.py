@@ -104,6 +104,9 @@ class EngineHandler:
     def group_key(self, payload: EngineJob) -> Hashable | None:
         return payload.group
 
+    def group_field(self) -> str | None:
+        return "group"
+
     def owed_tags(self, payloads: Sequence[EngineJob]) -> Sequence[str]:
         return [f"job:{p.job}" for p in payloads]
 

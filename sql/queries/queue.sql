@@ -2,13 +2,16 @@
 
 -- name: read_messages
 -- Claims up to $3 visible messages for $2 seconds (pgmq counts the read in
--- read_ct), with the failures recorded for each so far. The body comes as text:
--- it is decoded per message by the worker, within limits, so one body nobody
--- can decode never fails the read of the others.
+-- read_ct), oldest first, passing over those whose body field $4 names a group
+-- in $5 (one this worker already holds a full recompute of; see 0016), with the
+-- failures recorded for each so far. The body comes as text: it is decoded per
+-- message by the worker, within limits, so one body nobody can decode never
+-- fails the read of the others.
 SELECT m.msg_id, m.read_ct, m.enqueued_at, m.vt, m.message::text AS body,
        coalesce(r.failures, 0) AS failures
-FROM pgmq.read($1, $2::integer, $3::integer) AS m
+FROM stats_worker.read_passing_over($1, $2::integer, $3::integer, $4::text, $5::text[]) AS m
 LEFT JOIN stats_worker.job_runs AS r ON r.queue_name = $1 AND r.msg_id = m.msg_id
+ORDER BY m.msg_id
 
 -- name: extend_visibility
 -- Keeps messages still owned (same read_ct, $3) invisible for another $4

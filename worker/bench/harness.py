@@ -85,6 +85,9 @@ class NoopHandler:
     def group_key(self, payload: Any) -> Hashable | None:
         return None
 
+    def group_field(self) -> str | None:
+        return None
+
     async def run(self, payloads: Sequence[Any]) -> Sequence[str]:
         return ()
 

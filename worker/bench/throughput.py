@@ -128,7 +128,12 @@ async def raw_pgmq_loop(settings: Settings, pool: Pool, count: int, tick: Tick) 
         started = time.perf_counter()
         while True:
             rows = await connection.fetch(
-                query("read_messages"), queue, settings.visibility_timeout_seconds, batch
+                query("read_messages"),
+                queue,
+                settings.visibility_timeout_seconds,
+                batch,
+                None,
+                None,
             )
             if not rows:
                 break

@@ -35,6 +35,14 @@ class Handler(Protocol, Generic[P]):
         """Payloads read together with the same non-None key run as one group."""
         ...
 
+    def group_field(self) -> str | None:
+        """The top-level body field whose text is ``str(group_key)``, or None.
+
+        With it, a read passes over the messages of a group that already has a
+        full recompute waiting, so one group's backlog cannot hold up the rest.
+        """
+        ...
+
     async def run(self, payloads: Sequence[P]) -> Sequence[str]:
         """Do the work for a group; return the cache tags to invalidate after commit."""
         ...

@@ -70,8 +70,10 @@ class Settings(BaseSettings):
     of ``concurrency``: bulk work never takes a live match's slot."""
     poll_interval_seconds: PositiveFloat = 2.0
     batch_size: PositiveInt = 256
-    """Most messages read and held at once. With coalescing, a tenant's messages
-    that arrive while its recompute runs wait here and merge into its next one."""
+    """Most messages one recompute runs. With coalescing, a tenant's messages that
+    arrive while its recompute runs wait (renewed) and merge into its next one, up
+    to this many; then reads pass over that tenant, so its backlog never holds up
+    the others. At most four times this many wait at once, across tenants."""
     retry_base_seconds: PositiveFloat = 2.0
     retry_max_seconds: PositiveFloat = 300.0
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 20.0

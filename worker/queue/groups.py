@@ -110,14 +110,25 @@ class Groups:
                     group[i] = (message, payload)
                     return
 
+    def full_keys(self) -> list[Hashable]:
+        """Keys with a whole recompute's worth (``BATCH_SIZE``) of messages waiting."""
+        batch = self._settings.batch_size
+        return [key for key, group in self._waiting.items() if len(group) >= batch]
+
     def dispatch(self) -> None:
-        """Start waiting groups, oldest first, one per key, while slots are free."""
+        """Start waiting groups, oldest first, one per key, while slots are free;
+        a group runs at most ``BATCH_SIZE`` messages, the rest wait for its next run."""
+        batch = self._settings.batch_size
         for key in list(self._waiting):
             if len(self._running) >= self._settings.concurrency:
                 break
             if key in self._running:
                 continue  # its messages join the recompute after the running one
-            group = self._waiting.pop(key)
+            group, rest = self._waiting[key][:batch], self._waiting[key][batch:]
+            if rest:
+                self._waiting[key] = rest
+            else:
+                del self._waiting[key]
             self.waiting_count -= len(group)
             self._running.add(key)
             task = asyncio.create_task(self._start_group(key, group))

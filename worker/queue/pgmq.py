@@ -87,12 +87,28 @@ class QueueDepth:
 
 
 @dataclass(frozen=True)
+class PassOver:
+    """Groups a read passes over: messages whose body ``field`` is one of ``keys``."""
+
+    field: str
+    keys: list[str]
+    """Lower case, as the read compares them."""
+
+
+@dataclass(frozen=True)
 class Queue:
     pool: Pool
     name: str
 
-    async def read(self, visibility_timeout: int, limit: int) -> list[Message]:
-        rows = await self.pool.fetch(query("read_messages"), self.name, visibility_timeout, limit)
+    async def read(
+        self, visibility_timeout: int, limit: int, passing_over: PassOver | None = None
+    ) -> list[Message]:
+        """Claim up to ``limit`` visible messages, oldest first, except those of
+        the groups ``passing_over`` names (see ``0016_fair_read.sql``)."""
+        field, keys = (passing_over.field, passing_over.keys) if passing_over else (None, None)
+        rows = await self.pool.fetch(
+            query("read_messages"), self.name, visibility_timeout, limit, field, keys
+        )
         return [Message(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def extend_visibility(

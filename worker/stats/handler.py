@@ -42,6 +42,9 @@ class StatsHandler:
         # scopes merge, and every table is recomputed once from the source.
         return payload.tenant_id
 
+    def group_field(self) -> str | None:
+        return "tenant_id"
+
     async def scope(self, messages: Sequence[StatsMessage]) -> Scope | None:
         """What the messages touch; None when they name nothing this tenant has or had."""
         tenant = messages[0].tenant_id
