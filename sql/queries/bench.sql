@@ -220,5 +220,12 @@ SELECT count(*) FROM pgmq.send_batch($1::text, ARRAY(
     ORDER BY m.played_at, m.id
     LIMIT $3))
 
+-- name: bench_count_tenant_matches
+-- How many messages bench_enqueue_tenant_matches sends for tenant $1 (at most $2).
+SELECT count(*) FROM (
+    SELECT 1 FROM public.matches AS m
+    WHERE m.tenant_id = $1 AND m.status = 'completed'
+    LIMIT $2) AS sent
+
 -- name: bench_purge_queue
 SELECT pgmq.purge_queue($1::text)

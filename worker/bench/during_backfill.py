@@ -1,12 +1,13 @@
-"""Live-match latency while a large backfill of another tenant drains from the bulk queue.
+"""Live-match latency while a large backlog of another tenant drains.
 
 The live tenant's latest matches are sent again, one at a time, as live
 messages (the recompute is the same work as for a new match: idempotent, same
 scope), and the clock runs from the send to the cache invalidation arriving.
-First with the worker idle, then again while every history match of another
-tenant (the large growth tenant, up to ``backfill_messages``) waits on
-``<QUEUE_NAME>_bulk``. The target: the p99 during the backfill within 2x the
-idle p99.
+First with the worker idle; then while every history match of another tenant
+(the large growth tenant, up to ``backfill_messages``) waits on
+``<QUEUE_NAME>_bulk`` (a backfill: priorities); then while the same backlog
+waits on the live queue itself, ahead of each live match (a tenant flooding
+the live queue: fairness). The targets: the p99 of each within 2x the idle p99.
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ CALLBACK_TIMEOUT_SECONDS = 60.0
 class DuringBackfill:
     idle: list[float] = field(default_factory=list)
     during: list[float] = field(default_factory=list)
+    """During the backfill on the bulk queue."""
+    during_flood: list[float] = field(default_factory=list)
+    """During the same backlog on the live queue, ahead of each live match."""
     backfill_messages: int = 0
     bulk_left_at_end: int = 0
     """Bulk messages still queued when the last live match was measured."""
+    flood_left_at_end: int = 0
+    """Messages of the flooding tenant still queued (or held) after the last live match."""
 
 
 async def measure(
@@ -59,16 +65,25 @@ async def measure(
         await worker.invalidator.drained()
         return arrival.at - sent
 
+    async def behind_backlog_on(queue: str, into: list[float]) -> int:
+        """Live matches measured while the backlog waits on ``queue``; what was left of it."""
+        await pool.fetchval(
+            query("bench_enqueue_tenant_matches"), queue, backfill_tenant, backfill_messages
+        )
+        for match_id in live:
+            into.append(await one(match_id))
+            tick()
+        left = (await Queue(pool, queue).depth()).length
+        await pool.execute(query("bench_purge_queue"), queue)
+        return left
+
     for match_id in live:
         measured.idle.append(await one(match_id))
         tick()
-    bulk = bulk_queue_name(queue_name)
     measured.backfill_messages = await pool.fetchval(
-        query("bench_enqueue_tenant_matches"), bulk, backfill_tenant, backfill_messages
+        query("bench_count_tenant_matches"), backfill_tenant, backfill_messages
     )
-    for match_id in live:
-        measured.during.append(await one(match_id))
-        tick()
-    measured.bulk_left_at_end = (await Queue(pool, bulk).depth()).length
-    await pool.execute(query("bench_purge_queue"), bulk)
+    bulk = bulk_queue_name(queue_name)
+    measured.bulk_left_at_end = await behind_backlog_on(bulk, measured.during)
+    measured.flood_left_at_end = await behind_backlog_on(queue_name, measured.during_flood)
     return measured

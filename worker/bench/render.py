@@ -25,6 +25,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         _throughput(report),
         _growth(report),
         _tenant_count(report),
+        _live_behind_backlogs(report),
         _scale_out(report),
         _targets(report),
     ):
@@ -157,6 +158,30 @@ def _tenant_count(report: dict[str, Any]) -> Table:
             _ms(figures["latency_ms"]["p50"]),
             _ms(figures["latency_ms"]["p95"]),
             _ms(figures["raw_sequential_ms"]["p50"]),
+        )
+    return table
+
+
+def _live_behind_backlogs(report: dict[str, Any]) -> Table:
+    during = report["during_backfill"]
+    table = Table(
+        title=f"Live matches behind {during['backfill_messages']:,} messages of another tenant (ms)"
+    )
+    for column in ("while", "matches", "p50", "p99", "max", "backlog left"):
+        table.add_column(column, justify="left" if column == "while" else "right")
+    for label, key, left in (
+        ("idle", "idle_ms", ""),
+        ("backfill on the bulk queue", "during_ms", f"{during['bulk_left_at_end']:,}"),
+        ("the same on the live queue", "during_flood_ms", f"{during['flood_left_at_end']:,}"),
+    ):
+        figures = during[key]
+        table.add_row(
+            label,
+            str(figures["count"]),
+            _ms(figures["p50"]),
+            _ms(figures["p99"]),
+            _ms(figures["max"]),
+            left,
         )
     return table
 

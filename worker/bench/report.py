@@ -177,12 +177,16 @@ def as_json(results: Results) -> dict[str, Any]:
     }
     during = results.during_backfill
     idle_ms, during_ms = summary_ms(during.idle), summary_ms(during.during)
+    flood_ms = summary_ms(during.during_flood)
     report["during_backfill"] = {
         "backfill_messages": during.backfill_messages,
         "bulk_left_at_end": during.bulk_left_at_end,
+        "flood_left_at_end": during.flood_left_at_end,
         "idle_ms": idle_ms,
         "during_ms": during_ms,
+        "during_flood_ms": flood_ms,
         "ratio_p99": _ratio(during_ms["p99"], idle_ms["p99"]),
+        "flood_ratio_p99": _ratio(flood_ms["p99"], idle_ms["p99"]),
     }
     report["targets"] = targets(report)
     report["all_targets_hold"] = all(t["holds"] for t in report["targets"])

@@ -180,7 +180,8 @@ class _Bench:
                 backfill_messages=options.backfill_messages,
                 matches=options.backfill_live_matches,
                 tick=self._task(
-                    "live matches, idle then during a backfill", 2 * options.backfill_live_matches
+                    "live matches: idle, during a backfill, behind a flood",
+                    3 * options.backfill_live_matches,
                 ),
             )
 

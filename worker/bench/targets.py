@@ -91,6 +91,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             2.0,
         ),
         _target(
+            "live_during_flood",
+            "live-match latency p99 behind another tenant's backlog on the live queue"
+            " <= 2 x idle p99 (ratio)",
+            report["during_backfill"]["flood_ratio_p99"],
+            "<=",
+            2.0,
+        ),
+        _target(
             "scale_out_throughput",
             "scale-out: 2 and 4 worker processes drain >= 1 x as fast as one (ratio, slowest)",
             scaling["throughput"],
