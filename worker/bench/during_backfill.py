@@ -6,8 +6,9 @@ scope), and the clock runs from the send to the cache invalidation arriving.
 First with the worker idle; then while every history match of another tenant
 (the large growth tenant, up to ``backfill_messages``) waits on
 ``<QUEUE_NAME>_bulk`` (a backfill: priorities); then while the same backlog
-waits on the live queue itself, ahead of each live match (a tenant flooding
-the live queue: fairness). The targets: the p99 of each within 2x the idle p99.
+waits on the live queue itself, filled up again before each live match so
+each is sent behind all of it (a tenant flooding the live queue: fairness).
+The targets: the p99 of each within 2x the idle p99.
 """
 
 from __future__ import annotations
@@ -65,12 +66,23 @@ async def measure(
         await worker.invalidator.drained()
         return arrival.at - sent
 
-    async def behind_backlog_on(queue: str, into: list[float]) -> int:
-        """Live matches measured while the backlog waits on ``queue``; what was left of it."""
+    async def behind_backlog_on(queue: str, into: list[float], *, topped_up: bool) -> int:
+        """Live matches measured while the backlog waits on ``queue``; what was left of it.
+
+        ``topped_up``: before each live match the backlog is filled up again to
+        its full size, so every one of them is sent behind all of it (on the
+        live queue, coalescing drains it within a few live matches otherwise).
+        """
         await pool.fetchval(
             query("bench_enqueue_tenant_matches"), queue, backfill_tenant, backfill_messages
         )
         for match_id in live:
+            if topped_up:
+                missing = backfill_messages - (await Queue(pool, queue).depth()).length
+                if missing > 0:  # pgmq refuses an empty batch
+                    await pool.fetchval(
+                        query("bench_enqueue_tenant_matches"), queue, backfill_tenant, missing
+                    )
             into.append(await one(match_id))
             tick()
         left = (await Queue(pool, queue).depth()).length
@@ -84,6 +96,8 @@ async def measure(
         query("bench_count_tenant_matches"), backfill_tenant, backfill_messages
     )
     bulk = bulk_queue_name(queue_name)
-    measured.bulk_left_at_end = await behind_backlog_on(bulk, measured.during)
-    measured.flood_left_at_end = await behind_backlog_on(queue_name, measured.during_flood)
+    measured.bulk_left_at_end = await behind_backlog_on(bulk, measured.during, topped_up=False)
+    measured.flood_left_at_end = await behind_backlog_on(
+        queue_name, measured.during_flood, topped_up=True
+    )
     return measured
