@@ -15,7 +15,15 @@ import asyncpg
 import pytest
 
 from tests import reference
-from tests.support import dsn_for_database, play_league, run_cli, running_worker, worker_settings
+from tests.support import (
+    dsn_for_database,
+    play_league,
+    run_cli,
+    running_worker,
+    wait_for,
+    worker_settings,
+)
+from worker import app
 from worker.core.queries import migrations
 from worker.schema.pgmq_install import pgmq_sql_path
 from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
@@ -78,6 +86,48 @@ async def test_an_app_with_history_gets_exact_statistics_with_no_manual_step(
             "AND tablename = 'match_players'"
         )
         assert "match_players_player_id_idx" not in {r["indexname"] for r in indexes}
+    finally:
+        await conn.close()
+
+
+async def test_a_worker_on_a_history_serves_live_matches_while_it_backfills(blank_database_url):
+    conn = await asyncpg.connect(blank_database_url)
+    try:
+        await conn.execute(SOURCE_TABLES)
+        await _play_history(conn, seed=5, tenants=24, matches=120)
+        settings = worker_settings(blank_database_url, pool_max_size=8)
+        async with running_worker(settings, app.default_handlers):
+            # run migrated without the backfill: the history waits, the worker reads.
+            waiting = await conn.fetchval("SELECT count(*) FROM stats_worker.backfill")
+            assert waiting == 24
+            last = await conn.fetchval(
+                "SELECT tenant_id FROM stats_worker.backfill ORDER BY queued_at DESC, tenant_id DESC"
+            )
+            match = await conn.fetchval(
+                "SELECT max(id) FROM matches WHERE tenant_id = $1 AND status = 'completed'", last
+            )
+            msg_id = await conn.fetchval(
+                "SELECT pgmq.send('stats_updates', jsonb_build_object("
+                "'tenant_id', $1::uuid, 'match_id', $2::bigint))",
+                last,
+                match,
+            )
+
+            async def settled() -> bool:
+                status = await conn.fetchval(
+                    "SELECT status FROM stats_worker.job_runs WHERE msg_id = $1", msg_id
+                )
+                return status == "succeeded"
+
+            await wait_for(settled, interval=0.01)
+            # The live match did not wait for years of other tenants' history.
+            assert await conn.fetchval("SELECT count(*) FROM stats_worker.backfill") > 0
+
+            async def backfilled() -> bool:
+                return await conn.fetchval("SELECT count(*) FROM stats_worker.backfill") == 0
+
+            await wait_for(backfilled, timeout=120)
+        await reference.assert_stats_match_reference(conn)
     finally:
         await conn.close()
 

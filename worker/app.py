@@ -28,6 +28,7 @@ from worker.queue.leftovers import send_leftover_messages, sweep_leftover_messag
 from worker.queue.outcomes import Settler
 from worker.queue.priorities import bulk_queue_name, settings_for
 from worker.schema.migrate import migrate_for
+from worker.stats.backfill import backfill_in_background
 from worker.stats.handler import StatsHandler
 from worker.upkeep.alerts import DeadLetterAlerter
 from worker.upkeep.leader import Leadership
@@ -99,7 +100,8 @@ async def run_worker(
     """Run until stopped by a signal (or the queue drains, with ``until_empty``)."""
     async with database.open_pool(dsn, settings) as pool, http_client(settings) as client:
         if settings.migrate_on_start:
-            await migrate_for(settings, dsn)
+            # The backfill of an existing history is bulk work: in the background (_run).
+            await migrate_for(settings, dsn, backfill=False)
         worker = Worker(
             settings,
             pool,
@@ -151,6 +153,7 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
         if worker.leadership is not None and worker.scheduler is not None:
             lifetime["leader"] = worker.leadership.run(worker.scheduler.run)
         background += [group.create_task(_for_life(n, c)) for n, c in lifetime.items()]
+        backfill = group.create_task(backfill_in_background(worker.pool), name="backfill")
         if on_ready is not None:
             ready = on_ready(worker)
             if ready is not None:
@@ -163,11 +166,13 @@ async def _run(worker: Worker, on_ready: Callable[[Worker], Awaitable[None] | No
             },
         )
         await asyncio.gather(*(consumer.run() for consumer in worker.consumers))
+        if not worker.status.stopping:  # an empty queue (until_empty): the history too
+            await backfill
         # The last batch's invalidation goes out now rather than when its lease ends.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(worker.settings.callback_timeout_seconds + 1):
                 await worker.invalidator.drained()
-        for task in background:
+        for task in [*background, backfill]:
             task.cancel()
     log.info("worker stopped")
 

@@ -125,12 +125,18 @@ async def migrate(
     return report
 
 
-async def migrate_for(settings: Settings, dsn: str, *, move_queue: bool = False) -> MigrationReport:
+async def migrate_for(
+    settings: Settings, dsn: str, *, move_queue: bool = False, backfill: bool = True
+) -> MigrationReport:
     """``migrate`` on its own connection, the session one where there is one."""
     connection = await database.connect(settings.session_dsn(dsn), settings)
     try:
         report = await migrate(
-            connection, settings.queue_name, read_roles=settings.read_roles, move_queue=move_queue
+            connection,
+            settings.queue_name,
+            read_roles=settings.read_roles,
+            backfill=backfill,
+            move_queue=move_queue,
         )
     finally:
         await connection.close()

@@ -1,20 +1,27 @@
 """The first full recompute of tenants whose history predates the worker.
 
 An app that already holds years of matches gets its statistics on the first
-``migrate`` (which ``run`` does on start): migration 0007 lists the tenants
-whose counted matches are not all in the statistics, and this works through
-them one tenant per transaction. Only the ``stats`` tables are written, so the
-app keeps reading and writing its own tables meanwhile; replicas that migrate
-at once share the list (``FOR UPDATE SKIP LOCKED``). Each tenant's transaction
-also owes the app its cache tags, sent by the worker's invalidator.
+``migrate``: migration 0007 lists the tenants whose counted matches are not all
+in the statistics, and this works through them one tenant per transaction.
+Only the ``stats`` tables are written, so the app keeps reading and writing its
+own tables meanwhile; replicas share the list (``FOR UPDATE SKIP LOCKED``).
+Each tenant's transaction also owes the app its cache tags, sent by the
+worker's invalidator.
+
+``stats-worker migrate`` backfills before it returns. ``run`` migrates without
+it and backfills in the background instead (:func:`backfill_in_background`):
+bulk work, one tenant at a time beside the consumers, so live matches are read
+from the start and wait at most for the one tenant's recompute that holds
+their tenant's locks, not for years of history.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-from worker.core.database import Connection
+from worker.core.database import DATABASE_ERRORS, Connection, Pool
 from worker.core.queries import query
 from worker.stats.aggregations import refresh_in_one_transaction
 from worker.stats.handler import cache_tags
@@ -22,14 +29,45 @@ from worker.stats.maintenance import full_scope
 
 log = logging.getLogger(__name__)
 
+RETRY_SECONDS = 5.0
+"""After a database error, the background backfill tries again this much later."""
+
 
 async def backfill_pending(connection: Connection) -> int:
     """Recompute every waiting tenant; return how many this call did."""
-    done = 0
-    while await _backfill_one(connection, done):
-        done += 1
+    done = await _backfill_all(connection, 0)
     if done:
         log.info("backfill finished", extra={"tenants": done})
+    return done
+
+
+async def backfill_in_background(pool: Pool) -> int:
+    """:func:`backfill_pending` on one pool connection at a time, beside the consumers.
+
+    A database error (a restart, a failover) rolls back the tenant in hand,
+    which stays listed, and the backfill goes on ``RETRY_SECONDS`` later.
+    """
+    done = 0
+    while True:
+        try:
+            async with pool.acquire() as connection:
+                done = await _backfill_all(connection, done)
+            break
+        except DATABASE_ERRORS as exc:
+            log.warning(
+                "backfill interrupted; trying again",
+                extra={"error": f"{type(exc).__name__}: {exc}"[:500], "retry_in_s": RETRY_SECONDS},
+            )
+            await asyncio.sleep(RETRY_SECONDS)
+    if done:
+        log.info("backfill finished", extra={"tenants": done})
+    return done
+
+
+async def _backfill_all(connection: Connection, done: int) -> int:
+    """Tenants backfilled in all, counting on from ``done``."""
+    while await _backfill_one(connection, done):
+        done += 1
     return done
 
 
