@@ -101,7 +101,8 @@ async def test_a_worker_on_a_history_serves_live_matches_while_it_backfills(blan
             waiting = await conn.fetchval("SELECT count(*) FROM stats_worker.backfill")
             assert waiting == 24
             last = await conn.fetchval(
-                "SELECT tenant_id FROM stats_worker.backfill ORDER BY queued_at DESC, tenant_id DESC"
+                "SELECT tenant_id FROM stats_worker.backfill "
+                "ORDER BY queued_at DESC, tenant_id DESC"
             )
             match = await conn.fetchval(
                 "SELECT max(id) FROM matches WHERE tenant_id = $1 AND status = 'completed'", last
