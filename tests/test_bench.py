@@ -22,7 +22,8 @@ from worker.bench.targets import targets
 SUMMARY = {"count", "p50", "p95", "p99", "mean", "max"}
 DRAINED = {"messages", "seconds", "per_second"}
 TARGETS = {"latency_p50", "latency_p99", "sequential_p50", "backlog_drain", "queue_overhead",
-           "growth", "tenant_count", "live_during_backfill", "scale_out_throughput",
+           "growth", "tenant_count", "live_during_backfill", "live_during_flood",
+           "scale_out_throughput",
            "scale_out_recomputes", "peak_rss"}  # fmt: skip
 
 
@@ -89,10 +90,12 @@ def assert_report_shape(report: dict[str, Any]) -> None:
         assert_numbers(counted[key]["raw_sequential_ms"], SUMMARY)
         assert_steps(counted[key]["aggregations_ms"])
     during = report["during_backfill"]
-    assert_numbers(during, {"backfill_messages", "bulk_left_at_end", "ratio_p99"})
+    assert_numbers(during, {"backfill_messages", "bulk_left_at_end", "flood_left_at_end",
+                            "ratio_p99", "flood_ratio_p99"})  # fmt: skip
     assert during["backfill_messages"] > 0
-    assert_numbers(during["idle_ms"], SUMMARY)
-    assert_numbers(during["during_ms"], SUMMARY)
+    assert during["flood_left_at_end"] > 0  # each live match was measured behind a backlog
+    for key in ("idle_ms", "during_ms", "during_flood_ms"):
+        assert_numbers(during[key], SUMMARY)
 
     scale = report["scale_out"]
     assert [r["processes"] for r in scale] == [1, 2, 4]
@@ -165,7 +168,7 @@ def test_percentiles_interpolate_between_ranks():
 def figures(**overrides: float) -> dict[str, Any]:
     values = {"p50": 10.0, "raw": 10.0, "p99": 50.0, "sequential": 20.0, "backlog": 3.5,
               "queue": 0.9, "growth": 1.1, "tenants": 1.1, "rss": 70.0, "backfill": 1.5,
-              "scaling": 1.2, "recomputes": 1.0, **overrides}  # fmt: skip
+              "flood": 1.5, "scaling": 1.2, "recomputes": 1.0, **overrides}  # fmt: skip
     one = {"processes": 1, "per_second": 100.0, "recomputes_per_message": 1.0}
     more = [{"processes": n, "per_second": 100.0 * values["scaling"],
              "recomputes_per_message": values["recomputes"]} for n in (2, 4)]  # fmt: skip
@@ -180,7 +183,7 @@ def figures(**overrides: float) -> dict[str, Any]:
         "growth": {"ratio_p50": values["growth"]},
         "tenant_count": {"many": 200, "ratio_p50": values["tenants"]},
         "memory": {"peak_rss_mb": values["rss"]},
-        "during_backfill": {"ratio_p99": values["backfill"]},
+        "during_backfill": {"ratio_p99": values["backfill"], "flood_ratio_p99": values["flood"]},
         "scale_out": [one, *more],
     }
 
@@ -188,10 +191,10 @@ def figures(**overrides: float) -> dict[str, Any]:
 def test_targets_hold_up_to_their_limits_and_fail_past_them():
     assert all(t["holds"] for t in targets(figures()))
     at_limits = figures(p50=16.5, sequential=25.0, backlog=3.0, growth=1.2, tenants=1.2, rss=100,
-                        backfill=2.0, scaling=1.0, recomputes=1.1)  # fmt: skip
+                        backfill=2.0, flood=2.0, scaling=1.0, recomputes=1.1)  # fmt: skip
     assert all(t["holds"] for t in targets(at_limits))
     failing = figures(p50=16.6, p99=100.0, sequential=25.1, backlog=2.9, queue=0.7, growth=1.21,
-                      tenants=1.21, rss=101, backfill=2.1, scaling=0.99,
+                      tenants=1.21, rss=101, backfill=2.1, flood=2.1, scaling=0.99,
                       recomputes=1.11)  # fmt: skip
     assert not any(t["holds"] for t in targets(failing))
     without_samples = targets(figures(p50=math.nan, p99=math.nan))

@@ -28,19 +28,13 @@ from worker.queue.affinity import HAND_BACK_SECONDS, Claims, TenantAffinity
 from worker.queue.groups import Groups
 from worker.queue.listener import listen_forever
 from worker.queue.outcomes import Settler
-from worker.queue.pgmq import Message, PassOver, Queue, decode_body
+from worker.queue.pgmq import Message, Queue, decode_body
 from worker.queue.renewal import Renewer
 from worker.queue.verdicts import Verdicts, error_text, utcnow
 
 log = logging.getLogger(__name__)
 
 
-READ_AHEAD_PER_SLOT = 8
-"""With coalescing, the most messages one read claims per recompute slot."""
-HELD_RECOMPUTES = 4
-"""With coalescing, the most messages held waiting, in full recomputes
-(``BATCH_SIZE`` each): room for other tenants while one tenant's backlog has a
-full recompute waiting and reads pass over it."""
 HOLD_PER_SLOT = 2
 """With tenant affinity, the most tenants a replica claims per recompute slot at
 read time: enough to keep every slot busy while the next recompute's messages
@@ -145,7 +139,7 @@ class Consumer:
                 if task.done():
                     task.result()  # a helper that died takes the consumer down, loudly
                     raise RuntimeError(f"{task.get_name()} stopped unexpectedly")
-            limit = self._read_limit()
+            limit = self._groups.read_limit()
             self._wake.clear()
             if limit <= 0:  # until a slot frees up (a wake for a new message can wait)
                 await self._sleep_until_woken()
@@ -156,7 +150,9 @@ class Consumer:
                     await self._sleep_until_woken()
                     continue
                 messages = await self.queue.read(
-                    self._settings.visibility_timeout_seconds, limit, self._passing_over()
+                    self._settings.visibility_timeout_seconds,
+                    limit,
+                    self._groups.passing_over(self._handler.group_field()),
                 )
             except DATABASE_ERRORS as exc:
                 failures += 1
@@ -174,36 +170,6 @@ class Consumer:
                 return
             else:
                 await self._sleep_until_woken()
-
-    def _read_limit(self) -> int:
-        """How many messages the next read may claim (0: wait until woken).
-
-        Without coalescing, a read claims only what can start at once. With it,
-        the worker keeps reading while fewer groups wait to start than there
-        are slots: messages of a tenant whose recompute is running do not count,
-        they wait (renewed) and merge into its next recompute, up to
-        ``BATCH_SIZE`` messages of one tenant (then reads pass over that tenant,
-        see :meth:`_passing_over`) and ``HELD_RECOMPUTES`` times that in all.
-        One read claims at most ``READ_AHEAD_PER_SLOT`` per slot, so replicas
-        share a backlog.
-        """
-        if not self._settings.coalesce:
-            return max(0, self._settings.concurrency - self._groups.running_count())
-        if self._groups.startable_count() >= self._settings.concurrency:
-            return 0
-        room = HELD_RECOMPUTES * self._settings.batch_size - self._groups.waiting_count
-        return min(room, READ_AHEAD_PER_SLOT * self._settings.concurrency)
-
-    def _passing_over(self) -> PassOver | None:
-        """The tenants the next read leaves in the queue: those with a full
-        recompute waiting here already. Without this, one tenant's backlog at
-        the head of the FIFO would be all a worker ever read, and every other
-        tenant would wait for it to drain."""
-        field = self._handler.group_field()
-        full = self._groups.full_keys() if self._settings.coalesce else []
-        if field is None or not full:
-            return None
-        return PassOver(field, [str(key).lower() for key in full])
 
     async def _paused(self) -> bool:
         """Asked before every read, so a pause reaches every replica within one poll."""

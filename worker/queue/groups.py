@@ -20,11 +20,18 @@ from worker.core.handlers import Handler
 from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
 from worker.queue.outcomes import Settler
-from worker.queue.pgmq import Message
+from worker.queue.pgmq import Message, PassOver
 from worker.queue.runs import JobRun
 from worker.queue.verdicts import Verdicts, error_text, utcnow
 
 log = logging.getLogger(__name__)
+
+READ_AHEAD_PER_SLOT = 8
+"""With coalescing, the most messages one read claims per recompute slot."""
+HELD_RECOMPUTES = 4
+"""With coalescing, the most messages held waiting, in full recomputes
+(``BATCH_SIZE`` each): room for other tenants while one tenant's backlog has a
+full recompute waiting and reads pass over it."""
 
 
 class Groups:
@@ -82,6 +89,35 @@ class Groups:
     def startable_count(self) -> int:
         """Groups waiting whose key has no recompute running."""
         return sum(1 for key in self._waiting if key not in self._running)
+
+    def read_limit(self) -> int:
+        """How many messages the next read may claim (0: wait until woken).
+
+        Without coalescing, a read claims only what can start at once. With it,
+        the worker keeps reading while fewer groups wait to start than there
+        are slots: messages of a tenant whose recompute is running do not count,
+        they wait (renewed) and merge into its next recompute, up to
+        ``BATCH_SIZE`` messages of one tenant (then reads pass over that tenant,
+        see :meth:`passing_over`) and ``HELD_RECOMPUTES`` times that in all.
+        One read claims at most ``READ_AHEAD_PER_SLOT`` per slot, so replicas
+        share a backlog.
+        """
+        if not self._settings.coalesce:
+            return max(0, self._settings.concurrency - self.running_count())
+        if self.startable_count() >= self._settings.concurrency:
+            return 0
+        room = HELD_RECOMPUTES * self._settings.batch_size - self.waiting_count
+        return min(room, READ_AHEAD_PER_SLOT * self._settings.concurrency)
+
+    def passing_over(self, field: str | None) -> PassOver | None:
+        """The keys (tenants) the next read leaves in the queue: those with a full
+        recompute waiting here already; ``field`` is the body field of the key.
+        Without this, one tenant's backlog at the head of the FIFO would be all a
+        worker ever read, and every other tenant would wait for it to drain."""
+        full = self.full_keys() if self._settings.coalesce else []
+        if field is None or not full:
+            return None
+        return PassOver(field, [str(key).lower() for key in full])
 
     def needs(self, key: Hashable) -> bool:
         """Whether this replica still has messages of ``key`` waiting or running."""

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from worker.core.database import Pool
-from worker.core.settings import Settings
-from worker.core.status import WorkerStatus
+from worker.core.status import WorkerView
 from worker.queue import control, jobs
 
 PAGE_SIZE = 50
@@ -24,15 +21,8 @@ Render = Callable[..., Response]
 """``render(request, template, status_code=200, **context)``: a page as HTML."""
 
 
-class ConsoleHost(Protocol):
-    """What the console needs of the running worker."""
-
-    @property
-    def pool(self) -> Pool: ...
-    @property
-    def settings(self) -> Settings: ...
-    @property
-    def status(self) -> WorkerStatus: ...
+ConsoleHost = WorkerView
+"""What the console needs of the running worker: what the HTTP side reads of it."""
 
 
 class ConsolePages:
