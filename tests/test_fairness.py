@@ -8,7 +8,11 @@ made on the queue table where pgmq has no way to say "not these groups".
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import asyncpg
+
+from tests.pgbouncer import PgBouncer
 from tests.support import prepare_engine_table, running_worker, wait_for
 from tests.support import worker_settings as settings_for_test
 from worker.queue.pgmq import PassOver, Queue, send
@@ -29,6 +33,18 @@ async def finished(conn, job: str) -> bool:
 
 
 async def test_a_message_behind_another_tenants_backlog_runs_at_once(database_url, conn):
+    await _behind_a_backlog(database_url, conn, database_url)
+
+
+async def test_the_same_through_a_transaction_pooler(database_url, conn, pgbouncer: PgBouncer):
+    await _behind_a_backlog(
+        database_url, conn, pgbouncer.url(database_url), database_statement_cache_size=0
+    )
+
+
+async def _behind_a_backlog(
+    database_url: str, conn: asyncpg.Connection, worker_url: str, **overrides: Any
+) -> None:
     await prepare_engine_table(database_url)
     # 300 messages of one tenant, then one of another, all before the worker starts:
     # strictly first in, first out, the second tenant would wait for 30 recomputes.
@@ -41,7 +57,7 @@ async def test_a_message_behind_another_tenants_backlog_runs_at_once(database_ur
         BACKLOG,
     )
     await send(conn, QUEUE, {"job": "other", "group": "other"})
-    settings = settings_for_test(database_url, concurrency=2, batch_size=10)
+    settings = settings_for_test(worker_url, concurrency=2, batch_size=10, **overrides)
     async with running_worker(settings):
         await wait_for(lambda: finished(conn, "other"), interval=0.01)
         flood_done = await conn.fetchval(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -25,6 +26,7 @@ from tests.support import (
 )
 from worker import app
 from worker.core.queries import migrations
+from worker.queue.pgmq import PassOver, Queue
 from worker.schema.pgmq_install import pgmq_sql_path
 from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 
@@ -156,6 +158,22 @@ async def _roles(server_dsn: str) -> AsyncIterator[tuple[str, str]]:
         await admin.close()
 
 
+async def _passes_over_as(dsn: str) -> None:
+    """The fair read (0016) claims on pgmq's queue table: that role may, on this pgmq."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        queue = Queue(conn, "stats_updates")
+        for group in ("full", "full", "other"):
+            await conn.execute(
+                "SELECT pgmq.send('stats_updates', $1::jsonb)", json.dumps({"group": group})
+            )
+        read = await queue.read(30, 10, PassOver("group", ["full"]))
+        assert [json.loads(m.raw or "null")["group"] for m in read] == ["other"]
+        await conn.execute("DELETE FROM pgmq.q_stats_updates")
+    finally:
+        await conn.close()
+
+
 async def _drain_exactly(dsn: str) -> None:
     """``run --until-empty`` as that role, then the statistics equal the reference."""
     drained = run_cli(dsn, "run", "--until-empty", PORT="0")
@@ -210,6 +228,7 @@ async def test_a_non_superuser_owner_migrates_and_runs_while_an_app_role_plays(s
         owner_dsn, app_dsn = _as(database, owner), _as(database, app)
         migrated = run_cli(owner_dsn, "migrate", STATS_READ_ROLES=app)
         assert migrated.returncode == 0, migrated.stderr
+        await _passes_over_as(owner_dsn)
         await _app_plays(app_dsn, owner_dsn, app)
         await _drain_exactly(owner_dsn)
         # STATS_READ_ROLES: the app reads the statistics, not the worker's bookkeeping.
@@ -249,6 +268,7 @@ async def test_pgmq_of_a_superuser_names_the_grant_then_works_once_granted(
             await superuser.close()
         migrated = run_cli(owner_dsn, "migrate")
         assert migrated.returncode == 0, migrated.stderr
+        await _passes_over_as(owner_dsn)
         await _app_plays(_as(database, app), owner_dsn, app)
         await _drain_exactly(owner_dsn)
 
