@@ -9,6 +9,12 @@
 from __future__ import annotations
 
 
+def error_text(exc: BaseException) -> str:
+    """An exception as one bounded line for logs and job records: its type and message."""
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:2000]
+
+
 class JobError(Exception):
     """Base of the errors a handler raises on purpose."""
 

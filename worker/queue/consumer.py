@@ -18,7 +18,7 @@ from typing import Any
 
 from worker.core import metrics
 from worker.core.database import DATABASE_ERRORS, Pool
-from worker.core.errors import MalformedMessage
+from worker.core.errors import MalformedMessage, error_text
 from worker.core.handlers import Handler
 from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
@@ -30,7 +30,7 @@ from worker.queue.listener import listen_forever
 from worker.queue.outcomes import Settler
 from worker.queue.pgmq import Message, Queue, decode_body
 from worker.queue.renewal import Renewer
-from worker.queue.verdicts import Verdicts, error_text, utcnow
+from worker.queue.verdicts import Verdicts, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from worker.core import metrics
-from worker.core.errors import GiveUp
+from worker.core.errors import GiveUp, error_text
 from worker.core.handlers import Handler
 from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
 from worker.queue.outcomes import Settler
 from worker.queue.pgmq import Message, PassOver
 from worker.queue.runs import JobRun
-from worker.queue.verdicts import Verdicts, error_text, utcnow
+from worker.queue.verdicts import Verdicts, utcnow
 
 log = logging.getLogger(__name__)
 

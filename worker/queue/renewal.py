@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping
 
 from worker.core import database
 from worker.core.database import DATABASE_ERRORS
+from worker.core.errors import error_text
 from worker.core.settings import Settings
 from worker.queue.pgmq import Message, Queue
-from worker.queue.verdicts import error_text
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from worker.core import metrics
 from worker.core.backoff import backoff_seconds
-from worker.core.errors import RetryLater
+from worker.core.errors import RetryLater, error_text
 from worker.core.handlers import Handler
 from worker.core.settings import Settings
 from worker.queue.outcomes import Settler
@@ -26,11 +26,6 @@ log = logging.getLogger(__name__)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def error_text(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:2000]
 
 
 class Verdicts:

@@ -22,6 +22,7 @@ import logging
 import time
 
 from worker.core.database import DATABASE_ERRORS, Connection, Pool
+from worker.core.errors import error_text
 from worker.core.queries import query
 from worker.stats.aggregations import refresh_in_one_transaction
 from worker.stats.handler import cache_tags
@@ -56,7 +57,7 @@ async def backfill_in_background(pool: Pool) -> int:
         except DATABASE_ERRORS as exc:
             log.warning(
                 "backfill interrupted; trying again",
-                extra={"error": f"{type(exc).__name__}: {exc}"[:500], "retry_in_s": RETRY_SECONDS},
+                extra={"error": error_text(exc), "retry_in_s": RETRY_SECONDS},
             )
             await asyncio.sleep(RETRY_SECONDS)
     if done:
