@@ -1,4 +1,4 @@
-"""The pgmq queue, through pgmq's own functions (and the adapters of 0006/0008)."""
+"""The pgmq queue, through pgmq's own functions (and the adapters of 0006/0008/0016)."""
 
 from __future__ import annotations
 
