@@ -28,11 +28,21 @@
 -- none of them reads another's output. stats.refresh_hall_of_fame is phase two:
 -- it runs after the ten have committed and reads their tables.
 --
--- Each refresh function plans its statements for the values at hand
--- (plan_cache_mode = force_custom_plan). A cached generic plan would have to
--- guess how many players, matches and positions are involved; a wrong guess
--- turns a lookup of ten rows into a scan of the tenant, which costs far more
--- than planning.
+-- Plans. A message's recompute runs about a hundred statements; planning each
+-- one for its values (force_custom_plan) cost 40 % of the backend's time on
+-- PostgreSQL 15, where a language sql function is even parsed again on every
+-- call. So the helpers below are plpgsql with cached generic plans
+-- (force_generic_plan), and so are the refresh functions whose statements are
+-- all driven from the keys at hand: a generic plan of a lookup by primary key
+-- is the plan a custom one would pick. Two refresh functions plan for the
+-- values (force_custom_plan), because their generic plans measured far worse:
+-- player_ratings (the replay's join order depends on how far back the change
+-- lies: 80 ms generic against 3.5 ms for an appended match) and match_reports
+-- (a rebuild's thousands of matches, planned as if they were ten: minutes
+-- instead of a second). docs/performance.md has the measurements. No
+-- statement may depend on a plan's guess of an array's size for more than a
+-- constant factor: where a guess could make it quadratic (an anti-join of two
+-- row sets), it is written as a set difference or a key lookup instead.
 --
 -- Each function also adds the current lineups and seasons of p_matches to the
 -- scope it was given. stats.message_scope already did, but the match may have
@@ -46,9 +56,12 @@
 -- p_players plus everyone currently in the lineup of p_matches (tenant's only).
 create or replace function stats.scope_players(p_tenant uuid, p_matches bigint[], p_players bigint[])
 returns bigint[]
-language sql
+language plpgsql
 stable
+set plan_cache_mode = force_generic_plan
 as $$
+begin
+    return (
     select coalesce(array_agg(s.player_id order by s.player_id), '{}')
     from (
         select unnest(p_players) as player_id
@@ -66,14 +79,19 @@ as $$
         ))
     ) as s
     where s.player_id is not null
+    );
+end
 $$;
 
 -- p_seasons plus the current seasons of p_matches (tenant's only).
 create or replace function stats.scope_seasons(p_tenant uuid, p_matches bigint[], p_seasons bigint[])
 returns bigint[]
-language sql
+language plpgsql
 stable
+set plan_cache_mode = force_generic_plan
 as $$
+begin
+    return (
     select coalesce(array_agg(s.season_id order by s.season_id), '{}')
     from (
         select unnest(p_seasons) as season_id
@@ -84,6 +102,8 @@ as $$
             and m.tenant_id = p_tenant
     ) as s
     where s.season_id is not null
+    );
+end
 $$;
 
 -- How a player-keyed refresh covers its players (see stats.player_marks):
@@ -115,6 +135,7 @@ returns table (
 )
 language plpgsql
 stable
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_from_at timestamptz := p_from_at;
@@ -228,8 +249,10 @@ create or replace function stats.set_marks(
     p_goals int[]
 )
 returns void
-language sql
+language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
+begin
     with fresh as (
         select *
         from unnest(p_players, p_last_at, p_last_id, p_appearances, p_goals)
@@ -268,7 +291,8 @@ as $$
     where mk.stat = p_stat
         and mk.tenant_id = p_tenant
         and mk.player_id = any (p_recompute)
-        and not exists (select from marks as m where m.player_id = mk.player_id)
+        and not exists (select from marks as m where m.player_id = mk.player_id);
+end
 $$;
 
 -- The bookkeeping. Each statistic records, per match it applied, the season,
@@ -283,9 +307,12 @@ $$;
 -- replica does before, between or after the statistics of one message.
 create or replace function stats.applied_state(p_tenant uuid, p_matches bigint[])
 returns stats.applied_match[]
-language sql
+language plpgsql
 stable
+set plan_cache_mode = force_generic_plan
 as $$
+begin
+    return (
     select coalesce(
         array_agg(
             row(
@@ -305,6 +332,8 @@ as $$
     from stats.counted_matches as m
     where m.match_id = any (p_matches)
         and m.tenant_id = p_tenant
+    );
+end
 $$;
 
 -- p_state (from stats.applied_state) becomes what p_stat applied of p_matches:
@@ -317,18 +346,26 @@ create or replace function stats.record_applied(
     p_state stats.applied_match[]
 )
 returns void
-language sql
+language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
+begin
     with seen as (
         select s.match_id, s.season_id, s.played_at, s.player_ids
         from unnest(p_state) as s
     ),
+    -- The matches that left go by key from a set difference: an anti-join
+    -- with seen, whose size a plan can only guess, was planned as a nested
+    -- loop, quadratic in a rebuild's thousands of matches.
     gone as (
         delete from stats.applied_by_stat as ab
         where ab.stat = p_stat
             and ab.tenant_id = p_tenant
-            and ab.match_id = any (p_matches)
-            and not exists (select from seen as s where s.match_id = ab.match_id)
+            and ab.match_id = any (array(
+                select unnest(p_matches)
+                except
+                select s.match_id from seen as s
+            ))
     )
     insert into stats.applied_by_stat as ab (
         match_id, tenant_id, stat, season_id, played_at, player_ids
@@ -339,7 +376,8 @@ as $$
         season_id = excluded.season_id,
         played_at = excluded.played_at,
         player_ids = excluded.player_ids
-    where (ab.*) is distinct from (excluded.*)
+    where (ab.*) is distinct from (excluded.*);
+end
 $$;
 
 -- What a batch of changed matches of one tenant touches. Besides the current
@@ -372,9 +410,12 @@ returns table (
     rating_from_at timestamptz,
     rating_from_id bigint
 )
-language sql
+language plpgsql
 volatile
+set plan_cache_mode = force_generic_plan
 as $$
+begin
+    return query
     with players as (
         select unnest(stats.scope_players(p_tenant, p_matches, p_extra_players)) as player_id
         union
@@ -433,7 +474,8 @@ as $$
             where s.season_id is not null
         ),
         (select f.played_at from first_position as f),
-        (select f.match_id from first_position as f)
+        (select f.match_id from first_position as f);
+end
 $$;
 
 -- Everything of a tenant, for a rebuild or a verification: its matches (and
