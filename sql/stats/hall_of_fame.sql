@@ -28,7 +28,7 @@ create or replace function stats.refresh_hall_of_fame(
 )
 returns integer
 language plpgsql
-set plan_cache_mode = force_custom_plan
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_written integer;

@@ -21,7 +21,7 @@ create or replace function stats.refresh_personal_bests(
 )
 returns integer
 language plpgsql
-set plan_cache_mode = force_custom_plan
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_plan record;

@@ -16,7 +16,7 @@ create or replace function stats.refresh_season_leaderboards(
 )
 returns integer
 language plpgsql
-set plan_cache_mode = force_custom_plan
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_seasons bigint[];
