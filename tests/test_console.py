@@ -13,10 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import running_worker, worker_settings
+from tests.support import drain_stats, running_worker, worker_settings
 from tests.test_http import TOKEN, serving
+from worker.queue.priorities import bulk_queue_name
 
 WORKER = Path(__file__).resolve().parent.parent / "worker"
+QUEUE = "stats_updates"
+BULK = bulk_queue_name(QUEUE)
 PAGES = ["/admin/", "/admin/jobs", "/admin/jobs/1", "/admin/dead", "/admin/callbacks"]
 ACTIONS = [
     "/admin/jobs/1/retry",
@@ -113,7 +116,47 @@ async def test_the_console_is_off_without_admin_token_and_its_assets_are_served(
             assert (await client.get(f"/admin/static/{asset}")).status_code == 200
 
 
-@pytest.mark.parametrize("filters", ["status=bogus", "tenant=nope", "hours=x", "before=-1"])
+async def test_dead_letters_of_the_bulk_queue_are_shown_and_retried(database_url, pool):
+    """msg_ids are per queue: the same number in both, told apart by a queue column."""
+    for queue in (QUEUE, BULK):
+        await pool.execute("SELECT pgmq.send($1, $2::jsonb)", queue, {"from": queue})
+    await drain_stats(database_url)  # both malformed: dead at once, each msg_id 1
+    async with console(database_url) as client:
+        csrf = await _logged_in(client)
+        overview = (await client.get("/admin/")).text
+        assert '<b id="bulk-dead"><a href="/admin/dead">1</a></b>' in overview
+        dead = (await client.get("/admin/dead")).text
+        assert 'href="/admin/jobs/1"' in dead and f'href="/admin/jobs/1?queue={BULK}"' in dead
+        assert f"<td>{BULK}</td>" in dead and f"<td>{QUEUE}</td>" in dead
+        detail = (await client.get(f"/admin/jobs/1?queue={BULK}")).text
+        assert f"&#34;from&#34;: &#34;{BULK}&#34;" in detail  # its payload, not the live one's
+        assert f'name="queue" value="{BULK}"' in detail
+        unknown = await client.get("/admin/jobs/1?queue=elsewhere")
+        assert unknown.status_code == 404
+
+        retried = await client.post("/admin/jobs/1/retry", data={"csrf": csrf, "queue": BULK})
+        assert retried.status_code == 303
+        location = retried.headers["location"]
+        assert location.startswith("/admin/jobs/") and location.endswith(f"?queue={BULK}")
+        runs = await pool.fetch(
+            "SELECT queue_name, retried_as IS NOT NULL AS retried FROM stats_worker.job_runs"
+            " WHERE msg_id = 1 ORDER BY queue_name"
+        )
+        assert [tuple(r) for r in runs] == [(QUEUE, False), (BULK, True)]
+        listed = (await client.get(f"/admin/jobs?queue={BULK}")).text
+        assert "badge retried" in listed and f'<option value="{BULK}" selected' in listed
+        assert "badge retried" not in (await client.get("/admin/jobs")).text
+
+        assert (await client.post("/admin/dead/retry", data={"csrf": csrf})).status_code == 303
+        assert not await pool.fetchval(
+            "SELECT count(*) FROM stats_worker.job_runs WHERE status = 'dead' AND msg_id = 1"
+            " AND retried_as IS NULL"
+        )
+
+
+@pytest.mark.parametrize(
+    "filters", ["status=bogus", "tenant=nope", "hours=x", "before=-1", "queue=elsewhere"]
+)
 async def test_odd_filters_list_jobs_instead_of_failing(database_url, filters):
     async with console(database_url) as client:
         await _logged_in(client)

@@ -19,7 +19,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import prepare_engine_table, running_worker, wait_for, worker_settings
+from tests.support import (
+    drain_stats,
+    prepare_engine_table,
+    running_worker,
+    wait_for,
+    worker_settings,
+)
 from worker.app import Worker
 from worker.callback.invalidator import CacheInvalidator
 from worker.callback.posting import http_client
@@ -368,6 +374,51 @@ async def test_operators_see_outcomes_and_bring_a_dead_letter_back(database_url,
     for key in ("running", "mean_duration_ms", "p95_duration_ms", "oldest_waiting_seconds"):
         assert key in summary
     assert summary["failed_callbacks"] == 0
+
+
+async def test_queue_rounds_its_figures_to_a_tenth(database_url, pool):
+    await pool.execute(
+        "INSERT INTO stats_worker.job_runs (queue_name, msg_id, status, attempts, enqueued_at,"
+        " started_at, finished_at, duration_ms)"
+        " SELECT $1, n, 'succeeded', 1, now(), now(), now(), d"
+        " FROM unnest($2::float8[]) WITH ORDINALITY AS t(d, n)",
+        QUEUE,
+        [10.04, 20.17, 33.339],
+    )
+    waiting = await send(pool, QUEUE, {"job": "waiting"})
+    await pool.execute(
+        f"UPDATE pgmq.q_{QUEUE} SET enqueued_at = now() - interval '12.3456 s' WHERE msg_id = $1",
+        waiting,
+    )
+    async with bare_worker(database_url) as worker, serving(worker) as client:
+        summary = (await client.get("/queue", headers=AUTH)).json()
+    assert summary["mean_duration_ms"] == 21.2  # 21.183
+    assert summary["p95_duration_ms"] == 32.0  # 32.0221
+    assert summary["succeeded_per_minute"] == 0.6
+    assert 12.3 <= summary["oldest_waiting_seconds"] < 20
+    figures = [value for value in summary.values() if isinstance(value, float)]
+    assert len(figures) == 5  # also dead_per_minute
+    assert all(value == round(value, 1) for value in figures), summary
+
+
+async def test_the_operator_api_reaches_the_bulk_queue_by_name(database_url, pool):
+    bulk = f"{QUEUE}_bulk"
+    await pool.execute("SELECT pgmq.send($1, $2::jsonb)", bulk, {"not": "a stats message"})
+    await drain_stats(database_url)
+    async with bare_worker(database_url) as worker, serving(worker) as client:
+        listed = await client.get(f"/jobs?status=dead&queue={bulk}", headers=AUTH)
+        assert [(j["queue"], j["msg_id"]) for j in listed.json()["jobs"]] == [(bulk, 1)]
+        assert (await client.get("/jobs?status=dead", headers=AUTH)).json() == {"jobs": []}
+        assert (await client.get("/jobs/1", headers=AUTH)).status_code == 404
+        assert (await client.get(f"/jobs/1?queue={bulk}", headers=AUTH)).json()["status"] == "dead"
+        retried = await client.post(f"/jobs/1/retry?queue={bulk}", headers=AUTH)
+        assert retried.status_code == 200
+        assert retried.json()["queue"] == bulk
+        summary = (await client.get(f"/queue?queue={bulk}", headers=AUTH)).json()
+        assert (summary["queue"], summary["retried_last_24h"], summary["waiting"]) == (bulk, 1, 1)
+        elsewhere = await client.get("/jobs?queue=elsewhere", headers=AUTH)
+        assert elsewhere.status_code == 400
+        assert f"one of {QUEUE}, {bulk}" in elsewhere.json()["error"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 from tests.support import (
     prepare_engine_table,
@@ -13,9 +15,14 @@ from tests.support import (
     worker_settings,
 )
 from tests.test_cli import cli
+from worker.app import default_handlers
 from worker.queue.pgmq import send
+from worker.queue.priorities import bulk_queue_name
 
 QUEUE = "stats_updates"
+BULK = bulk_queue_name(QUEUE)
+TENANT = "00000000-0000-0000-0000-0000000000b1"
+TRANSITIONS = ("consuming paused", "consuming resumed")
 POLL_SECONDS = 0.2
 
 
@@ -80,3 +87,65 @@ async def _replicas(pool, *, paused: bool, count: int) -> bool:
         paused,
     )
     return bool(found == count)
+
+
+async def test_a_pause_stops_the_bulk_queue_too_and_is_logged_once_per_change(
+    database_url, pool, caplog
+):
+    """The worker's two consumers (live and bulk) obey one pause and show one state."""
+    caplog.set_level(logging.INFO)
+    settings = worker_settings(database_url, poll_interval_seconds=POLL_SECONDS)
+    async with running_worker(settings, default_handlers) as worker:
+        assert worker.queue_names() == [QUEUE, BULK]
+        await wait_for(lambda: _seen(pool, {QUEUE: False, BULK: False}))
+        assert cli(database_url, "pause").returncode == 0
+        held = {
+            name: await send(pool, name, {"tenant_id": TENANT, "match_id": n})
+            for n, name in enumerate((QUEUE, BULK), start=1)
+        }
+        # within one poll every consumer has seen the pause, and from then on the
+        # state the worker shows stays put: sampled over five more polls
+        await asyncio.sleep(POLL_SECONDS * 1.5)
+        samples = []
+        until = time.monotonic() + 5 * POLL_SECONDS
+        while time.monotonic() < until:
+            samples.append(worker.status.paused)
+            await asyncio.sleep(POLL_SECONDS / 4)
+        assert set(samples) == {True}
+        for name, msg_id in held.items():
+            assert await _read_count(pool, name, msg_id) == 0, name
+        assert await _seen(pool, {QUEUE: True, BULK: True})
+        assert _transitions(caplog) == ["consuming paused"]
+
+        assert cli(database_url, "resume").returncode == 0
+        for name, msg_id in held.items():
+            await wait_for(lambda n=name, m=msg_id: _run_is(pool, n, m, "succeeded"))
+        await asyncio.sleep(2 * POLL_SECONDS)
+        assert not worker.status.paused
+    assert _transitions(caplog) == ["consuming paused", "consuming resumed"]
+
+
+def _transitions(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage() in TRANSITIONS]
+
+
+async def _read_count(pool, queue: str, msg_id: int) -> int:
+    return int(await pool.fetchval(f"SELECT read_ct FROM pgmq.q_{queue} WHERE msg_id = $1", msg_id))
+
+
+async def _run_is(pool, queue: str, msg_id: int, status: str) -> bool:
+    found = await pool.fetchval(
+        "SELECT status FROM stats_worker.job_runs WHERE queue_name = $1 AND msg_id = $2",
+        queue,
+        msg_id,
+    )
+    return bool(found == status)
+
+
+async def _seen(pool, paused: dict[str, bool]) -> bool:
+    """Each queue's consumer recorded itself as a replica with this paused state."""
+    rows = await pool.fetch(
+        "SELECT queue_name, paused FROM stats_worker.replicas"
+        " WHERE seen_at > now() - interval '1 minute'"
+    )
+    return sorted((r["queue_name"], r["paused"]) for r in rows) == sorted(paused.items())

@@ -24,6 +24,7 @@ from worker.core.settings import Settings
 from worker.core.status import WorkerStatus
 from worker.core.watchdog import Watchdog
 from worker.queue.consumer import Consumer
+from worker.queue.control import Pause
 from worker.queue.leftovers import send_leftover_messages, sweep_leftover_messages
 from worker.queue.outcomes import Settler
 from worker.queue.priorities import bulk_queue_name, settings_for
@@ -110,6 +111,7 @@ async def run_worker(
             alerter=DeadLetterAlerter(settings, client),
             leadership=Leadership(settings.session_dsn(dsn), settings.leader_lease_seconds),
         )
+        pause = Pause(pool, settings.queue_name, worker.status)  # the bulk queue's too
         for queue_name, handler in handlers(settings, pool).items():
             settler = Settler(pool, queue_name)
             settler.on_invalidation = worker.invalidator.submit
@@ -124,6 +126,7 @@ async def run_worker(
                     handler=handler,
                     settler=settler,
                     status=worker.status,
+                    pause=pause,
                     until_empty=until_empty,
                 )
             )

@@ -46,19 +46,25 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, 
 
 def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import MofNCompleteColumn, Progress
 
     from worker.cli.text import drift_lines, drift_summary
     from worker.stats import maintenance
 
     async def work(pool: Pool) -> int:
         tenant_ids = await maintenance.tenants(pool, args.tenant)
+        scopes = await maintenance.scopes(pool, tenant_ids)
+        matches = sum(len(scope.match_ids) for scope in scopes)
         drift = []
-        with Progress(console=Console(stderr=True)) as progress:
-            bar = progress.add_task("verifying tenants", total=len(tenant_ids) or 1)
-            for tenant in tenant_ids:
-                drift += await maintenance.verify(pool, tenant)
-                progress.advance(bar)
+        # Counted in matches like rebuild's, so a big tenant weighs what it costs;
+        # verify checks a tenant in one transaction, so the bar moves tenant by tenant.
+        columns = (*Progress.get_default_columns(), MofNCompleteColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            bar = progress.add_task(f"verifying {matches} match(es)", total=matches or 1)
+            for scope in scopes:
+                drift += await maintenance.verify(pool, scope.tenant_id)
+                progress.advance(bar, len(scope.match_ids))
+            progress.update(bar, completed=matches or 1)
         for item in drift[: args.show]:
             print("\n".join(drift_lines(item)))
         if len(drift) > args.show:

@@ -14,12 +14,24 @@ from worker.core.settings import Settings
 from worker.queue import jobs
 
 
+def _queues(settings: Settings, chosen: str | None) -> list[str]:
+    """The live queue and its bulk queue, or the one of them ``--queue`` names."""
+    names = jobs.operated_queues(settings.queue_name)
+    if chosen is None:
+        return names
+    if chosen not in names:
+        raise CommandError(f"--queue {chosen}: one of {', '.join(names)}")
+    return [chosen]
+
+
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     from worker.cli.text import job_lines
 
+    queues = _queues(settings, args.queue)
+
     async def work(pool: Pool) -> int:
-        found = await jobs.list_jobs(
-            pool, settings.queue_name, args.status, args.limit, tenant=args.tenant, since=args.since
+        found = await jobs.list_jobs_of(
+            pool, queues, args.status, args.limit, tenant=args.tenant, since=args.since
         )
         if args.json:
             print(json.dumps([job.as_json() for job in found], indent=2))
@@ -31,23 +43,25 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any
 
 
 def cmd_retry(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    queues = _queues(settings, args.queue)
+
     async def one(pool: Pool) -> int:
-        new_id = await jobs.retry_dead(pool, settings.queue_name, args.msg_id)
+        queue, msg_id = args.queue or settings.queue_name, args.msg_id
+        new_id = await jobs.retry_dead(pool, queue, msg_id)
         if new_id is not None:
-            print(f"message {args.msg_id} is back on the queue as {new_id}")
+            print(f"message {msg_id} is back on {queue} as {new_id}")
             return 0
-        job = await jobs.get_job(pool, settings.queue_name, args.msg_id)
+        job = await jobs.get_job(pool, queue, msg_id)
         if job is not None and job.retried_as is not None:
-            raise CommandError(f"message {args.msg_id} was already retried as {job.retried_as}")
+            raise CommandError(f"message {msg_id} was already retried as {job.retried_as}")
         state = f" (it is {job.status})" if job is not None else ""
-        raise CommandError(
-            f"message {args.msg_id} is not a dead letter of {settings.queue_name}{state}"
-        )
+        hint = "" if args.queue else await _dead_elsewhere(pool, settings, msg_id)
+        raise CommandError(f"message {msg_id} is not a dead letter of {queue}{state}{hint}")
 
     async def every(pool: Pool) -> int:
-        resent = await jobs.retry_all_dead(pool, settings.queue_name, args.since)
-        for old, new in resent:
-            print(f"message {old} is back on the queue as {new}")
+        resent = await jobs.retry_all_dead(pool, queues, args.since)
+        for item in resent:
+            print(f"message {item.msg_id} is back on {item.queue} as {item.new_id}")
         print(f"retried {len(resent)} dead letter(s)")
         return 0
 
@@ -56,6 +70,15 @@ def cmd_retry(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, An
     if args.since is not None and not args.all_dead:
         raise CommandError("--since goes with --all-dead")
     return with_pool(settings, every if args.all_dead else one)
+
+
+async def _dead_elsewhere(pool: Pool, settings: Settings, msg_id: int) -> str:
+    """How to retry ``msg_id`` when the bulk queue has that dead letter (msg_ids are per queue)."""
+    for name in jobs.operated_queues(settings.queue_name)[1:]:
+        job = await jobs.get_job(pool, name, msg_id)
+        if job is not None and job.status == "dead":
+            return f"; {name} has a dead letter {msg_id}: retry {msg_id} --queue {name}"
+    return ""
 
 
 def cmd_callbacks(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, Any, int]:
@@ -90,7 +113,8 @@ def cmd_pause(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, An
         if args.command == "pause":
             changed = await control.pause(pool, name)
             print(
-                f"queue {name} paused: every replica stops reading within one poll"
+                f"queue {name} paused (its bulk queue too): "
+                "every replica stops reading within one poll"
                 if changed
                 else f"queue {name} was already paused"
             )
@@ -111,12 +135,16 @@ def add_commands(commands: Any) -> None:
     listing.add_argument("--since", type=since, help="updated since: ISO time or 30m, 2h, 1d")
     listing.add_argument("--wide", action="store_true", help="whole tenant ids and errors")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument("--queue", help="only this queue (default: QUEUE_NAME and its bulk queue)")
     listing.set_defaults(handler=cmd_jobs)
 
     retry = commands.add_parser("retry", help="put dead letters back on the queue")
     retry.add_argument("msg_id", type=int, nargs="?")
     retry.add_argument("--all-dead", action="store_true", help="every dead letter not retried")
     retry.add_argument("--since", type=since, help="with --all-dead: those dead since then")
+    retry.add_argument(
+        "--queue", help="the msg_id's queue (default QUEUE_NAME); --all-dead: only this one"
+    )
     retry.set_defaults(handler=cmd_retry)
 
     callbacks = commands.add_parser("callbacks", help="failed cache invalidations")
@@ -126,5 +154,8 @@ def add_commands(commands: Any) -> None:
     callbacks.add_argument("--limit", type=int, default=50)
     callbacks.set_defaults(handler=cmd_callbacks)
 
-    for name, what in (("pause", "stop every replica reading the queue"), ("resume", "undo pause")):
+    for name, what in (
+        ("pause", "stop every replica reading the queue and its bulk queue"),
+        ("resume", "undo pause"),
+    ):
         commands.add_parser(name, help=what).set_defaults(handler=cmd_pause)

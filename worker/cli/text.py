@@ -29,9 +29,10 @@ def when(moment: datetime | None) -> str:
 def job_lines(found: list[Job], *, wide: bool) -> list[str]:
     """A header and one line per job; ``wide``: whole tenant ids and whole errors."""
     tenant_width = 36 if wide else 8
+    queue_width = max([len("queue"), *(len(job.queue) for job in found)])
     lines = [
-        f"{'msg_id':>8}  {'status':<9} {'tries':>5}  {'updated (UTC)':<19}  "
-        f"{'tenant':<{tenant_width}}  {'match':>8}  {'ms':>8}  error"
+        f"{'msg_id':>8}  {'status':<9} {'queue':<{queue_width}}  {'tries':>5}  "
+        f"{'updated (UTC)':<19}  {'tenant':<{tenant_width}}  {'match':>8}  {'ms':>8}  error"
     ]
     for job in found:
         ms = f"{job.duration_ms:.1f}" if job.duration_ms is not None else "-"
@@ -42,8 +43,8 @@ def job_lines(found: list[Job], *, wide: bool) -> list[str]:
             error = f"(retried as {job.retried_as}) {error}".rstrip()
         match = job.match_id if job.match_id is not None else "-"
         lines.append(
-            f"{job.msg_id:>8}  {job.status:<9} {job.attempts:>5}  {when(job.updated_at):<19}  "
-            f"{tenant:<{tenant_width}}  {match:>8}  {ms:>8}  {error}"
+            f"{job.msg_id:>8}  {job.status:<9} {job.queue:<{queue_width}}  {job.attempts:>5}  "
+            f"{when(job.updated_at):<19}  {tenant:<{tenant_width}}  {match:>8}  {ms:>8}  {error}"
         )
     return lines
 

@@ -25,7 +25,7 @@ class WorkerStatus:
     in_flight: int = 0
     stopping: bool = False
     paused: bool = False
-    """An operator paused the queue: the consumer reads nothing until resumed."""
+    """An operator paused the worker: no consumer (the bulk one neither) reads until resumed."""
 
     @classmethod
     def now(cls) -> WorkerStatus:

@@ -52,6 +52,7 @@ class Consumer:
         handler: Handler[Any],
         settler: Settler,
         status: WorkerStatus,
+        pause: control.Pause,
         until_empty: bool = False,
     ) -> None:
         self.queue = Queue(pool, queue_name)
@@ -63,7 +64,6 @@ class Consumer:
         self._until_empty = until_empty
         self._wake = asyncio.Event()
         self._stopping = False
-        self._labels = {"queue": queue_name}
         self._verdicts = Verdicts(
             settings=settings, queue_name=queue_name, handler=handler, settler=settler
         )
@@ -92,6 +92,9 @@ class Consumer:
         self._unclaimed: set[Hashable] = set()
         """Keys held here that this replica has not claimed yet (it had no room)."""
         self._poll_gauge = metrics.last_poll_timestamp_seconds.labels(queue=queue_name)
+        self._pause = pause
+        self._paused_here = False
+        """What this consumer last saw, as its replica row says."""
         self._replica = control.replica_name()
         self._replica_seen_at = -control.REPLICA_SEEN_SECONDS
 
@@ -173,11 +176,8 @@ class Consumer:
 
     async def _paused(self) -> bool:
         """Asked before every read, so a pause reaches every replica within one poll."""
-        paused = await control.is_paused(self.queue.pool, self.queue.name)
-        changed = paused != self._status.paused
-        if changed:
-            log.warning("consuming paused" if paused else "consuming resumed", extra=self._labels)
-        self._status.paused = paused
+        paused = await self._pause.check()
+        changed, self._paused_here = paused != self._paused_here, paused
         now = time.monotonic()
         if changed or now - self._replica_seen_at >= control.REPLICA_SEEN_SECONDS:
             self._replica_seen_at = now

@@ -1,11 +1,14 @@
-"""Pausing a queue's consumers, stored in the database so every replica obeys.
+"""Pausing a worker's consumers, stored in the database so every replica obeys.
 
-The consumer asks :func:`is_paused` before each read; a paused consumer reads
-nothing (what it holds still finishes) and asks again after one poll interval.
+Each consumer asks its worker's :class:`Pause` before each read; a paused
+consumer reads nothing (what it holds still finishes) and asks again after one
+poll interval.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -15,6 +18,9 @@ from typing import Any
 
 from worker.core.database import Pool
 from worker.core.queries import query
+from worker.core.status import WorkerStatus
+
+log = logging.getLogger(__name__)
 
 REPLICA_SEEN_SECONDS = 5.0
 """How often a consumer records that it is alive (not on every read: busy replicas
@@ -32,13 +38,41 @@ async def is_paused(pool: Pool, queue_name: str) -> bool:
 
 
 async def pause(pool: Pool, queue_name: str) -> bool:
-    """Pause every consumer of ``queue_name``; False when it already was paused."""
+    """Pause every worker of ``queue_name`` (its bulk queue too); False when it already was."""
     return bool(await pool.fetchval(query("pause_queue"), queue_name))
 
 
 async def resume(pool: Pool, queue_name: str) -> bool:
     """Let consumers read again; False when it was not paused."""
     return bool(await pool.fetchval(query("resume_queue"), queue_name))
+
+
+class Pause:
+    """A worker's pause as its consumers see it: one row, one state, a log line per change.
+
+    The pause belongs to the worker, not to each queue: its row is named after
+    the live queue (``QUEUE_NAME``) and the bulk consumer obeys that row too.
+    An operator pauses to stop the worker recomputing (a restore, an incident);
+    a bulk consumer reading on would defeat that, and one row per queue could
+    leave half a worker running, or show two states for one worker. Consumers
+    ask one at a time, so answers land in the order the database gave them and
+    the shared ``status.paused`` never goes back to a stale answer.
+    """
+
+    def __init__(self, pool: Pool, queue_name: str, status: WorkerStatus) -> None:
+        self.queue_name = queue_name
+        self._pool = pool
+        self._status = status
+        self._asking = asyncio.Lock()
+
+    async def check(self) -> bool:
+        async with self._asking:
+            paused = await is_paused(self._pool, self.queue_name)
+            if paused != self._status.paused:
+                self._status.paused = paused
+                message = "consuming paused" if paused else "consuming resumed"
+                log.warning(message, extra={"queue": self.queue_name})
+            return paused
 
 
 async def replica_seen(pool: Pool, queue_name: str, replica: str, paused: bool) -> None:

@@ -1,9 +1,15 @@
-"""What operators see and do: job runs, dead letters, the queue at a glance."""
+"""What operators see and do: job runs, dead letters, the queue at a glance.
+
+Each pgmq queue numbers its messages on its own, so the live queue and its bulk
+queue both have a message 1: a job is a queue and a msg_id. Listing and retrying
+dead letters covers every queue of :func:`operated_queues`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +18,7 @@ from worker.core.errors import MalformedMessage
 from worker.core.queries import query
 from worker.core.settings import QUEUE_NAME_PATTERN
 from worker.queue.pgmq import decode_body
+from worker.queue.priorities import bulk_queue_name
 
 JOB_STATUSES = ("queued", "running", "succeeded", "retrying", "dead", "retried")
 """'retried': a dead letter already put back on the queue (its ``retried_as``)."""
@@ -24,8 +31,14 @@ def queue_query(name: str, queue_name: str) -> str:
     return query(name).format(queue_table=f'"q_{queue_name}"', archive_table=f'"a_{queue_name}"')
 
 
+def operated_queues(queue_name: str) -> list[str]:
+    """The queues an operator of ``queue_name`` looks after: it and its bulk queue."""
+    return [queue_name, bulk_queue_name(queue_name)]
+
+
 @dataclass(frozen=True)
 class Job:
+    queue: str
     msg_id: int
     status: str
     attempts: int
@@ -74,7 +87,29 @@ async def list_jobs(
         since,
         before_msg_id,
     )
-    return [Job(**dict(row)) for row in rows]
+    return [Job(queue=queue_name, **dict(row)) for row in rows]
+
+
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+async def list_jobs_of(
+    pool: Pool,
+    queue_names: Sequence[str],
+    status: str | None,
+    limit: int,
+    *,
+    tenant: UUID | None = None,
+    since: datetime | None = None,
+) -> list[Job]:
+    """The newest ``limit`` jobs of several queues, by enqueue time (msg_ids are per queue)."""
+    found = [
+        job
+        for name in queue_names
+        for job in await list_jobs(pool, name, status, limit, tenant=tenant, since=since)
+    ]
+    found.sort(key=lambda job: (job.enqueued_at or _EARLIEST, job.msg_id), reverse=True)
+    return found[:limit]
 
 
 SHOWN_RAW_CHARACTERS = 2000
@@ -86,7 +121,7 @@ async def get_job(pool: Pool, queue_name: str, msg_id: int) -> Job | None:
         return None
     fields = dict(row)
     fields["message"] = shown_message(fields["message"])
-    return Job(**fields)
+    return Job(queue=queue_name, **fields)
 
 
 def shown_message(raw: str | None) -> Any:
@@ -109,22 +144,29 @@ MAX_BULK_RETRY = 10_000
 """Most dead letters one bulk retry puts back (run it again for more)."""
 
 
+@dataclass(frozen=True)
+class Resent:
+    queue: str
+    msg_id: int
+    new_id: int
+
+
 async def retry_all_dead(
-    pool: Pool, queue_name: str, since: datetime | None = None
-) -> list[tuple[int, int]]:
-    """Every dead letter not retried yet (died since ``since``) back on the queue.
+    pool: Pool, queue_names: Sequence[str], since: datetime | None = None
+) -> list[Resent]:
+    """Every dead letter of these queues not retried yet (died since ``since``) back on its queue.
 
     One at a time, each in its own statement, so one that another operator
-    retried meanwhile is skipped rather than failing the rest: (old, new) msg_ids.
+    retried meanwhile is skipped rather than failing the rest.
     """
-    rows = await pool.fetch(
-        queue_query("dead_letters", queue_name), queue_name, since, MAX_BULK_RETRY
-    )
-    resent = []
-    for row in rows:
-        new_id = await retry_dead(pool, queue_name, row["msg_id"])
-        if new_id is not None:
-            resent.append((int(row["msg_id"]), new_id))
+    resent: list[Resent] = []
+    for name in queue_names:
+        left = MAX_BULK_RETRY - len(resent)
+        rows = await pool.fetch(queue_query("dead_letters", name), name, since, left)
+        for row in rows:
+            new_id = await retry_dead(pool, name, row["msg_id"])
+            if new_id is not None:
+                resent.append(Resent(name, int(row["msg_id"]), new_id))
     return resent
 
 

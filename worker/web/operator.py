@@ -79,6 +79,7 @@ class OperatorApi:
         self.pool = worker.pool
         self.settings = worker.settings
         self.queue_name = worker.settings.queue_name
+        self.queues = jobs.operated_queues(self.queue_name)
         self.guesses = guesses
 
     def operator(self, endpoint: Endpoint) -> Endpoint:
@@ -121,31 +122,43 @@ class OperatorApi:
             or not 1 <= int(limit_text) <= MAX_LIST_LIMIT
         ):
             raise HTTPException(400, f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
-        found = await jobs.list_jobs(self.pool, self.queue_name, status, int(limit_text))
+        queue = self._queue(request)
+        found = await jobs.list_jobs(self.pool, queue, status, int(limit_text))
         return JSON({"jobs": [job.as_json() for job in found]})
 
     async def get_job(self, request: Request) -> Response:
-        msg_id = _msg_id(request)
-        job = await jobs.get_job(self.pool, self.queue_name, msg_id)
+        msg_id, queue = _msg_id(request), self._queue(request)
+        job = await jobs.get_job(self.pool, queue, msg_id)
         if job is None:
-            raise HTTPException(404, f"no message {msg_id} in queue {self.queue_name}")
+            raise HTTPException(404, f"no message {msg_id} in queue {queue}")
         return JSON(job.as_json())
 
     async def retry(self, request: Request) -> Response:
-        msg_id = _msg_id(request)
-        new_id = await jobs.retry_dead(self.pool, self.queue_name, msg_id)
+        msg_id, queue = _msg_id(request), self._queue(request)
+        new_id = await jobs.retry_dead(self.pool, queue, msg_id)
         if new_id is not None:
-            return JSON({"msg_id": new_id, "retry_of": msg_id})
-        job = await jobs.get_job(self.pool, self.queue_name, msg_id)
+            return JSON({"msg_id": new_id, "retry_of": msg_id, "queue": queue})
+        job = await jobs.get_job(self.pool, queue, msg_id)
         if job is None:
-            raise HTTPException(404, f"no message {msg_id} in queue {self.queue_name}")
+            raise HTTPException(404, f"no message {msg_id} in queue {queue}")
         retried = f", already retried as {job.retried_as}" if job.retried_as else ""
         raise HTTPException(409, f"message {msg_id} is not a dead letter ({job.status}{retried})")
 
     async def queue(self, request: Request) -> Response:
-        summary = await jobs.queue_summary(self.pool, self.queue_name)
+        """The queue at a glance; ``paused`` is the worker's (one pause covers both queues)."""
+        queue = self._queue(request)
+        summary = await jobs.queue_summary(self.pool, queue)
         paused = await control.is_paused(self.pool, self.queue_name)
-        return JSON({"queue": self.queue_name, "paused": paused, **summary})
+        return JSON({"queue": queue, "paused": paused, **summary})
+
+    def _queue(self, request: Request) -> str:
+        """``?queue=``: the live queue (the default) or its bulk queue; msg_ids are per queue."""
+        asked = request.query_params.get("queue") or self.queue_name
+        if asked not in self.queues:
+            raise HTTPException(
+                400, f"unknown queue {asked[:64]!r}; one of {', '.join(self.queues)}"
+            )
+        return asked
 
     async def enqueue(self, request: Request) -> Response:
         raw = await _bounded_body(request)
