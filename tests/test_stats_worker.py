@@ -92,5 +92,8 @@ async def test_verify_reports_drift_and_rebuild_repairs_it(database_url, conn, p
     await rebuild(pool, await scopes(pool, [tenant]), steps.append)
     assert len(steps) == 11
     assert sum(steps) == pytest.approx(len(league.tenants[0].matches))
-    assert await verify(pool, tenant) == []
+    checked: list[float] = []
+    assert await verify(pool, tenant, checked.append) == []
+    assert len(checked) == 11
+    assert sum(checked) == pytest.approx(len(league.tenants[0].matches))
     await reference.assert_stats_match_reference(conn)

@@ -56,14 +56,15 @@ def cmd_verify(settings: Settings, args: argparse.Namespace) -> Coroutine[Any, A
         scopes = await maintenance.scopes(pool, tenant_ids)
         matches = sum(len(scope.match_ids) for scope in scopes)
         drift = []
-        # Counted in matches like rebuild's, so a big tenant weighs what it costs;
-        # verify checks a tenant in one transaction, so the bar moves tenant by tenant.
+        # Counted in matches like rebuild's, each statistic of a tenant a share of
+        # its matches, so one big tenant moves the bar as its statistics are checked.
         columns = (*Progress.get_default_columns(), MofNCompleteColumn())
         with Progress(*columns, console=Console(stderr=True)) as progress:
             bar = progress.add_task(f"verifying {matches} match(es)", total=matches or 1)
             for scope in scopes:
-                drift += await maintenance.verify(pool, scope.tenant_id)
-                progress.advance(bar, len(scope.match_ids))
+                drift += await maintenance.verify(
+                    pool, scope.tenant_id, lambda done: progress.advance(bar, done)
+                )
             progress.update(bar, completed=matches or 1)
         for item in drift[: args.show]:
             print("\n".join(drift_lines(item)))

@@ -96,7 +96,11 @@ async def refresh_concurrently(
     return timings
 
 
-async def refresh_in_one_transaction(connection: Connection, scope: Scope) -> None:
+async def refresh_in_one_transaction(
+    connection: Connection, scope: Scope, on_done: Callable[[str], None] | None = None
+) -> None:
     """All eleven, one after another, inside the caller's transaction (rebuild, verify)."""
     for table in TABLES:
         await connection.fetchval(query(f"refresh_{table}"), *scope.arguments())
+        if on_done is not None:
+            on_done(table)

@@ -82,15 +82,22 @@ class _Rollback(Exception):
     pass
 
 
-async def verify(pool: Pool, tenant: UUID) -> list[Drift]:
-    """Rows of ``tenant`` whose live value differs from a from-scratch computation."""
+async def verify(pool: Pool, tenant: UUID, progress: Progress | None = None) -> list[Drift]:
+    """Rows of ``tenant`` whose live value differs from a from-scratch computation.
+
+    ``progress`` is told of the tenant's matches as each statistic is computed,
+    as :func:`rebuild` does.
+    """
     drift: list[Drift] = []
     async with pool.acquire() as connection:
         keys = {table: await _key_columns(connection, table) for table in TABLES}
         try:
             async with connection.transaction():
                 live = {table: await _rows(connection, table, tenant) for table in TABLES}
-                await refresh_in_one_transaction(connection, await full_scope(connection, tenant))
+                scope = await full_scope(connection, tenant)
+                share = len(scope.match_ids) / len(TABLES)
+                done = None if progress is None else _reporting(progress, share)
+                await refresh_in_one_transaction(connection, scope, done)
                 for table in TABLES:
                     expected = await _rows(connection, table, tenant)
                     drift += _compare(table, keys[table], live[table], expected)
