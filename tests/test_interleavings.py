@@ -19,6 +19,7 @@ import pytest
 from tests import reference
 from tests.support import running_worker, wait_for, worker_settings
 from worker.app import default_handlers
+from worker.stats.aggregations import FIRST_PHASE
 from worker.stats.maintenance import verify
 
 T = uuid.UUID("40000000-0000-4000-8000-000000000004")
@@ -69,12 +70,35 @@ async def _queue_empty(conn: asyncpg.Connection) -> bool:
     return not await conn.fetchval("SELECT count(*) FROM pgmq.q_stats_updates")
 
 
-async def _a_step_waits(conn: asyncpg.Connection) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        )
+RECORDING = [table for table in FIRST_PHASE if table != "player_ratings"]
+"""The nine statistics that record what they applied in ``stats.applied_by_stat``
+(the Elo ratings keep ``stats.rating_steps``; the hall of fame reads the others)."""
+
+
+async def _only_the_held_step_waits(
+    conn: asyncpg.Connection, step: str, *, target_counts: bool
+) -> bool:
+    """The worker waits on ``step``'s lock and on no other, and the nine recording
+    statistics have committed this recompute: their records of TARGET say it
+    counts (``target_counts``) or that it does not.
+
+    With the Elo step held, the other nine run beside it and may still be
+    running (or waiting for a pool connection) when it starts to wait; the
+    change must land after they committed, in the gap the case is about.
+    """
+    waiting = await conn.fetch(
+        "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
+    held = await conn.fetchrow(
+        "SELECT hashtext($1)::oid AS classid, hashtext($2)::oid AS objid", f"stats.{step}", str(T)
+    )
+    if [tuple(r) for r in waiting] != [tuple(held)]:
+        return False
+    recorded = await conn.fetch(
+        "SELECT stat FROM stats.applied_by_stat WHERE match_id = $1 AND tenant_id = $2", TARGET, T
+    )
+    return sorted(r["stat"] for r in recorded) == (sorted(RECORDING) if target_counts else [])
 
 
 async def _one_after_the_other(conn: asyncpg.Connection, *statements: tuple[str, int]) -> None:
@@ -129,9 +153,17 @@ async def _idle(worker: object) -> bool:
 
 
 async def _held_while(
-    database_url: str, conn: asyncpg.Connection, step: str, change: Change
+    database_url: str,
+    conn: asyncpg.Connection,
+    step: str,
+    change: Change,
+    *,
+    target_counts: bool = True,
 ) -> None:
-    """Run the queued recompute with ``step`` held, apply ``change`` in the gap, let go."""
+    """Run the queued recompute with ``step`` held, apply ``change`` in the gap, let go.
+
+    ``target_counts``: whether TARGET counts in the state the held recompute applies.
+    """
     holder = await asyncpg.connect(database_url)
     app = await asyncpg.connect(database_url)
     try:
@@ -141,7 +173,10 @@ async def _held_while(
             "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", f"stats.{step}", str(T)
         )
         async with running_worker(worker_settings(database_url), default_handlers) as worker:
-            await wait_for(lambda: _a_step_waits(conn), timeout=20)
+            await wait_for(
+                lambda: _only_the_held_step_waits(conn, step, target_counts=target_counts),
+                timeout=20,
+            )
             await change(app)
             await hold.rollback()
             await wait_for(lambda: _queue_empty(conn), timeout=30)
@@ -167,10 +202,11 @@ async def test_a_correction_in_the_gap_of_a_recompute_ends_exact(
 
 
 @pytest.mark.parametrize("step", ["hall_of_fame", "player_ratings"])
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one-sided", "two-sided"])
 async def test_un_cancelling_in_the_gap_of_the_cancels_recompute_ends_exact(
-    database_url, conn, pool, step
+    database_url, conn, pool, two_sided, step
 ):
-    await _league(conn, two_sided=True)
+    await _league(conn, two_sided=two_sided)
     await _complete(conn, TARGET)
     await _settle(database_url, conn)
     await conn.execute("UPDATE matches SET status = 'cancelled' WHERE id = $1", TARGET)
@@ -179,6 +215,7 @@ async def test_un_cancelling_in_the_gap_of_the_cancels_recompute_ends_exact(
         conn,
         step,
         lambda c: c.execute("UPDATE matches SET status = 'completed' WHERE id = $1", TARGET),
+        target_counts=False,  # the held recompute is the cancel's
     )
     await reference.assert_stats_match_reference(conn)
     assert await verify(pool, T) == []
@@ -197,7 +234,10 @@ async def test_the_harness_really_holds_the_recompute(database_url, conn):
                 "SELECT pg_advisory_xact_lock(hashtext('stats.hall_of_fame'), hashtext($1))", str(T)
             )
             async with running_worker(worker_settings(database_url), default_handlers):
-                await wait_for(lambda: _a_step_waits(conn), timeout=20)
+                await wait_for(
+                    lambda: _only_the_held_step_waits(conn, "hall_of_fame", target_counts=True),
+                    timeout=20,
+                )
                 await asyncio.sleep(0.5)
                 # The first phase committed (the match has its report) ...
                 assert await conn.fetchval(
@@ -262,7 +302,10 @@ async def test_each_statistic_records_the_lineup_it_applied(database_url, conn):
                 "SELECT pg_advisory_xact_lock(hashtext('stats.hall_of_fame'), hashtext($1))", str(T)
             )
             async with running_worker(worker_settings(database_url), default_handlers):
-                await wait_for(lambda: _a_step_waits(conn), timeout=20)
+                await wait_for(
+                    lambda: _only_the_held_step_waits(conn, "hall_of_fame", target_counts=True),
+                    timeout=20,
+                )
                 await CHANGES["drop_a_player"](conn)
                 recorded = await conn.fetch(
                     "SELECT stat, player_ids FROM stats.applied_by_stat WHERE match_id = $1",

@@ -211,7 +211,7 @@ class Consumer:
         """
         accepted: list[tuple[Message, Any, Hashable | None]] = []
         for message in messages:
-            if message.msg_id in self._groups.in_flight:
+            if self._groups.holds(message.msg_id):
                 self._groups.reread(message)
                 continue
             try:

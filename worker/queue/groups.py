@@ -130,6 +130,11 @@ class Groups:
         self._waiting.setdefault(group, []).append((message, payload))
         self.waiting_count += 1
 
+    def holds(self, msg_id: int) -> bool:
+        """In flight here, or still running after the renewer gave its read up as lost
+        (a read by this process that the renewer's answer overtook is ours)."""
+        return msg_id in self.in_flight or msg_id in self._runs
+
     def reread(self, message: Message) -> None:
         """A message this process holds came back (its timeout lapsed): keep one copy.
 
@@ -139,6 +144,7 @@ class Groups:
         self.in_flight[message.msg_id] = message
         if (run := self._runs.get(message.msg_id)) is not None:
             run.read_ct = message.read_ct
+            self._show_in_flight()
             return
         for group in self._waiting.values():
             for i, (held, payload) in enumerate(group):
