@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from tests import reference
-from tests.support import drain_stats
+from tests.support import drain_stats, wait_for, worker_settings
+from worker.app import default_handlers
+from worker.queue.priorities import bulk_queue_name
+from worker.stats.aggregations import FIRST_PHASE
 from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.stats.maintenance import rebuild, scopes, verify
+from worker.stats.message import StatsMessage
 
 PGMQ_MATRIX = True  # every pgmq flavour (tests/conftest.py)
 
@@ -97,3 +104,61 @@ async def test_verify_reports_drift_and_rebuild_repairs_it(database_url, conn, p
     assert len(checked) == 11
     assert sum(checked) == pytest.approx(len(league.tenants[0].matches))
     await reference.assert_stats_match_reference(conn)
+
+
+async def test_bulk_work_refreshes_one_statistic_at_a_time_live_work_all_at_once(
+    database_url, conn: asyncpg.Connection, pool: asyncpg.Pool
+):
+    """The worker's own wiring (app.default_handlers): with the first statistic of the
+    recompute held, a live recompute's others go on and commit, a bulk one's wait."""
+    league = generate_league(seed=7, tenants=1, players=8, matches=4, side_min=3, side_max=4)
+    await write_clubs(conn, league)
+    matches = [m for m in league.matches() if m.status == "completed"][:2]
+    await write_scheduled(conn, matches)
+    for match in matches:
+        await complete_match(conn, match)
+    settings = worker_settings(database_url)
+    handlers = default_handlers(settings, pool)
+    tenant = league.tenants[0].id
+    held, others = FIRST_PHASE[0], set(FIRST_PHASE[1:]) - {"player_ratings"}
+
+    async def recorded(match_id: int) -> set[str]:
+        rows = await conn.fetch(
+            "SELECT stat FROM stats.applied_by_stat WHERE match_id = $1", match_id
+        )
+        return {r["stat"] for r in rows}
+
+    async def held_step_waits() -> bool:
+        return bool(
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'advisory' "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        )
+
+    for queue, match, goes_on in (
+        (settings.queue_name, matches[0], True),
+        (bulk_queue_name(settings.queue_name), matches[1], False),
+    ):
+        holder = await asyncpg.connect(database_url)
+        try:
+            await holder.execute(
+                "SELECT pg_advisory_lock(hashtext($1), hashtext($2))", f"stats.{held}", str(tenant)
+            )
+            message = StatsMessage(tenant_id=tenant, match_id=match.id)
+            run = asyncio.create_task(handlers[queue].run([message]))
+            await wait_for(held_step_waits)
+            if goes_on:
+                await wait_for(lambda m=match.id: _has(recorded(m), others))
+            else:
+                await asyncio.sleep(1.0)  # time enough for the others, were they running
+                assert await recorded(match.id) == set()
+        finally:
+            await holder.close()
+        await run
+        assert {held, *others} <= await recorded(match.id)
+    await reference.assert_stats_match_reference(conn)
+
+
+async def _has(found: Coroutine[Any, Any, set[str]], wanted: set[str]) -> bool:
+    return wanted <= await found

@@ -85,8 +85,11 @@ async def _for_life(name: str, coroutine: Coroutine[Any, Any, None]) -> None:
 
 
 def default_handlers(settings: Settings, pool: Pool) -> HandlerRegistry:
-    handler = StatsHandler(pool)
-    return {settings.queue_name: handler, bulk_queue_name(settings.queue_name): handler}
+    # Bulk work refreshes one statistic at a time: it leaves the cores to live matches.
+    return {
+        settings.queue_name: StatsHandler(pool),
+        bulk_queue_name(settings.queue_name): StatsHandler(pool, concurrent=False),
+    }
 
 
 async def run_worker(

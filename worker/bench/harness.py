@@ -3,8 +3,7 @@
 The worker is the real one (:func:`~worker.app.run_worker`). Its stats handler
 is :class:`TimedStatsHandler`, which does exactly what
 :meth:`StatsHandler.run <worker.stats.handler.StatsHandler.run>` does and also
-keeps the :class:`~worker.stats.aggregations.Timings` that
-:func:`~worker.stats.aggregations.refresh_concurrently` returns.
+keeps the :class:`~worker.stats.aggregations.Timings` of each recompute.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from worker.core.handlers import HandlerRegistry, Subject
 from worker.core.queries import query
 from worker.core.settings import Settings
 from worker.queue.priorities import bulk_queue_name
-from worker.stats.aggregations import refresh_concurrently
 from worker.stats.handler import StatsHandler, cache_tags
 from worker.stats.league import Line, Match
 from worker.stats.message import StatsMessage
@@ -50,9 +48,8 @@ class TimedStatsHandler(StatsHandler):
     the bench's bookkeeping to the memory the worker is measured by.
     """
 
-    def __init__(self, pool: Pool, *, keep_runs: bool = True) -> None:
-        super().__init__(pool)
-        self._timed_pool = pool
+    def __init__(self, pool: Pool, *, keep_runs: bool = True, concurrent: bool = True) -> None:
+        super().__init__(pool, concurrent=concurrent)
         self._keep_runs = keep_runs
         self.count = 0
         self.tables = TableTimings()
@@ -64,7 +61,7 @@ class TimedStatsHandler(StatsHandler):
         if scope is None:
             return []
         scoped = time.perf_counter()
-        timings = await refresh_concurrently(self._timed_pool, scope)
+        timings = await self.refresh(scope)
         seconds = {"scope": scoped - started, **timings.seconds}
         self.count += 1
         self.tables.add(seconds)
@@ -103,8 +100,10 @@ class StatsHandlers:
     made: TimedStatsHandler | None = None
 
     def __call__(self, settings: Settings, pool: Pool) -> HandlerRegistry:
+        """The live queue's handler is the one measured; bulk work runs as the worker's does."""
         self.made = TimedStatsHandler(pool, keep_runs=self.keep_runs)
-        return {settings.queue_name: self.made, bulk_queue_name(settings.queue_name): self.made}
+        bulk = TimedStatsHandler(pool, keep_runs=False, concurrent=False)
+        return {settings.queue_name: self.made, bulk_queue_name(settings.queue_name): bulk}
 
     def runs(self) -> list[HandlerRun]:
         return self.made.runs if self.made is not None else []

@@ -7,7 +7,9 @@ with ``BULK_CONCURRENCY`` recompute slots. The live queue keeps all of
 slot; at most it waits for the one bulk recompute of its own tenant that holds
 the per-(table, tenant) locks. The bulk consumer coalesces per tenant as the
 live one does, so a 10,000-match backfill of one tenant is a few large
-recomputes, not 10,000 small ones.
+recomputes, not 10,000 small ones; and each of them refreshes one statistic at
+a time (``app.default_handlers``), so a bulk slot keeps at most one backend
+busy while a live recompute runs its ten at once.
 """
 
 from __future__ import annotations

@@ -96,6 +96,28 @@ async def refresh_concurrently(
     return timings
 
 
+async def refresh_one_by_one(pool: Pool, scope: Scope, on_done: Refreshed | None = None) -> Timings:
+    """The same eleven, one at a time on one pool connection at a time (bulk work).
+
+    Same outcome as :func:`refresh_concurrently`, each statistic committing on
+    its own, the first failure raised after the rest of the first phase. It
+    keeps at most one backend busy, so on a small database server a backfill
+    leaves the other cores to live matches, whose ten run at once.
+    """
+    timings = Timings()
+    failures: list[Exception] = []
+    for table in FIRST_PHASE:
+        try:
+            await _refresh(pool, table, scope, timings, on_done)
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+    for table in SECOND_PHASE:
+        await _refresh(pool, table, scope, timings, on_done)
+    return timings
+
+
 async def refresh_in_one_transaction(
     connection: Connection, scope: Scope, on_done: Callable[[str], None] | None = None
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from worker.core.database import Pool
 from worker.core.handlers import Subject
 from worker.core.queries import query
-from worker.stats.aggregations import Scope, Timings, refresh_concurrently
+from worker.stats.aggregations import Scope, Timings, refresh_concurrently, refresh_one_by_one
 from worker.stats.message import StatsMessage, parse_stats_message
 
 CACHE_TAGS = ("player_stats", "season_stats", "match_reports")
@@ -26,10 +26,19 @@ def cache_tags(tenant_ids: Sequence[object]) -> list[str]:
 
 
 class StatsHandler:
-    def __init__(self, pool: Pool, on_timings: Callable[[Timings], None] | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        on_timings: Callable[[Timings], None] | None = None,
+        *,
+        concurrent: bool = True,
+    ) -> None:
         self._pool = pool
         self._on_timings = on_timings
         """Told each recompute's per-aggregation durations (the demo's summary)."""
+        self._concurrent = concurrent
+        """The ten at once (live matches), or one at a time (bulk work: see
+        :func:`~worker.stats.aggregations.refresh_one_by_one`)."""
 
     def parse(self, body: Any) -> StatsMessage:
         return parse_stats_message(body)
@@ -80,7 +89,12 @@ class StatsHandler:
         scope = await self.scope(payloads)
         if scope is None:
             return []  # an unknown tenant or match: nothing changed, nothing to invalidate
-        timings = await refresh_concurrently(self._pool, scope)
+        timings = await self.refresh(scope)
         if self._on_timings is not None:
             self._on_timings(timings)
         return cache_tags([p.tenant_id for p in payloads])
+
+    async def refresh(self, scope: Scope) -> Timings:
+        if self._concurrent:
+            return await refresh_concurrently(self._pool, scope)
+        return await refresh_one_by_one(self._pool, scope)
