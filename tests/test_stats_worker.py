@@ -15,6 +15,7 @@ from tests.support import drain_stats, wait_for, worker_settings
 from worker.app import default_handlers
 from worker.queue.priorities import bulk_queue_name
 from worker.stats.aggregations import FIRST_PHASE
+from worker.stats.handler import CONCURRENT_UP_TO_MATCHES
 from worker.stats.league import complete_match, generate_league, write_clubs, write_scheduled
 from worker.stats.maintenance import rebuild, scopes, verify
 from worker.stats.message import StatsMessage
@@ -106,21 +107,24 @@ async def test_verify_reports_drift_and_rebuild_repairs_it(database_url, conn, p
     await reference.assert_stats_match_reference(conn)
 
 
-async def test_bulk_work_refreshes_one_statistic_at_a_time_live_work_all_at_once(
+async def test_bulk_work_and_big_recomputes_refresh_one_statistic_at_a_time(
     database_url, conn: asyncpg.Connection, pool: asyncpg.Pool
 ):
-    """The worker's own wiring (app.default_handlers): with the first statistic of the
-    recompute held, a live recompute's others go on and commit, a bulk one's wait."""
-    league = generate_league(seed=7, tenants=1, players=8, matches=4, side_min=3, side_max=4)
+    """The worker's own wiring (app.default_handlers): with the first statistic of a
+    recompute held, a live recompute of one match goes on with the others, while a
+    bulk one, and a live one of more than CONCURRENT_UP_TO_MATCHES, wait."""
+    league = generate_league(seed=7, tenants=1, players=8, matches=60, side_min=3, side_max=4)
     await write_clubs(conn, league)
-    matches = [m for m in league.matches() if m.status == "completed"][:2]
+    matches = [m for m in league.matches() if m.status == "completed"]
     await write_scheduled(conn, matches)
     for match in matches:
         await complete_match(conn, match)
     settings = worker_settings(database_url)
+    live, bulk = settings.queue_name, bulk_queue_name(settings.queue_name)
     handlers = default_handlers(settings, pool)
     tenant = league.tenants[0].id
     held, others = FIRST_PHASE[0], set(FIRST_PHASE[1:]) - {"player_ratings"}
+    big = matches[2 : 3 + CONCURRENT_UP_TO_MATCHES]
 
     async def recorded(match_id: int) -> set[str]:
         rows = await conn.fetch(
@@ -136,27 +140,30 @@ async def test_bulk_work_refreshes_one_statistic_at_a_time_live_work_all_at_once
             )
         )
 
-    for queue, match, goes_on in (
-        (settings.queue_name, matches[0], True),
-        (bulk_queue_name(settings.queue_name), matches[1], False),
+    for queue, batch, goes_on in (
+        (live, matches[:1], True),
+        (bulk, matches[1:2], False),
+        (live, big, False),
     ):
         holder = await asyncpg.connect(database_url)
         try:
             await holder.execute(
                 "SELECT pg_advisory_lock(hashtext($1), hashtext($2))", f"stats.{held}", str(tenant)
             )
-            message = StatsMessage(tenant_id=tenant, match_id=match.id)
-            run = asyncio.create_task(handlers[queue].run([message]))
+            messages = [StatsMessage(tenant_id=tenant, match_id=m.id) for m in batch]
+            run = asyncio.create_task(handlers[queue].run(messages))
             await wait_for(held_step_waits)
             if goes_on:
-                await wait_for(lambda m=match.id: _has(recorded(m), others))
+                await wait_for(lambda m=batch[0].id: _has(recorded(m), others))
             else:
                 await asyncio.sleep(1.0)  # time enough for the others, were they running
-                assert await recorded(match.id) == set()
+                assert await recorded(batch[0].id) == set()
         finally:
             await holder.close()
         await run
-        assert {held, *others} <= await recorded(match.id)
+        assert {held, *others} <= await recorded(batch[-1].id)
+    rest = matches[3 + CONCURRENT_UP_TO_MATCHES :]
+    await handlers[live].run([StatsMessage(tenant_id=tenant, match_id=m.id) for m in rest])
     await reference.assert_stats_match_reference(conn)
 
 

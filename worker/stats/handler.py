@@ -12,6 +12,11 @@ from worker.stats.aggregations import Scope, Timings, refresh_concurrently, refr
 from worker.stats.message import StatsMessage, parse_stats_message
 
 CACHE_TAGS = ("player_stats", "season_stats", "match_reports")
+CONCURRENT_UP_TO_MATCHES = 32
+"""A recompute of more matches than this (a tenant's mass correction merged into
+one, on either queue) is throughput work, not a live match waiting: it refreshes
+one statistic at a time, keeping one backend busy, so the cores stay with the
+small recomputes of other tenants' live matches running beside it."""
 
 
 def cache_tags(tenant_ids: Sequence[object]) -> list[str]:
@@ -95,6 +100,6 @@ class StatsHandler:
         return cache_tags([p.tenant_id for p in payloads])
 
     async def refresh(self, scope: Scope) -> Timings:
-        if self._concurrent:
+        if self._concurrent and len(scope.match_ids) <= CONCURRENT_UP_TO_MATCHES:
             return await refresh_concurrently(self._pool, scope)
         return await refresh_one_by_one(self._pool, scope)
