@@ -13,6 +13,7 @@ The targets: the p99 of each within 2x the idle p99.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from worker.queue.pgmq import Queue, send
 from worker.queue.priorities import bulk_queue_name
 
 CALLBACK_TIMEOUT_SECONDS = 60.0
+CLEAR_TIMEOUT_SECONDS = 600.0
+CLEAR_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -86,7 +89,7 @@ async def measure(
             into.append(await one(match_id))
             tick()
         left = (await Queue(pool, queue).depth()).length
-        await pool.execute(query("bench_purge_queue"), queue)
+        await _clear(pool, queue)
         return left
 
     for match_id in live:
@@ -101,3 +104,17 @@ async def measure(
         queue_name, measured.during_flood, topped_up=True
     )
     return measured
+
+
+async def _clear(pool: Pool, queue: str) -> None:
+    """Empty ``queue`` for the next measurement, under the running worker.
+
+    What the worker holds it finishes and settles (a purge would delete those
+    messages under it, each logged as lost); the rest is deleted.
+    """
+    deadline = time.monotonic() + CLEAR_TIMEOUT_SECONDS
+    while (await Queue(pool, queue).depth()).length > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{queue} did not empty within {CLEAR_TIMEOUT_SECONDS:.0f} s")
+        await pool.fetchval(query("bench_delete_unread").format(queue=queue))
+        await asyncio.sleep(CLEAR_POLL_SECONDS)
