@@ -72,6 +72,9 @@ class Worker:
     def set_http_port(self, port: int) -> None:
         self.http_port = port
 
+    def callbacks_due(self) -> None:
+        self.invalidator.wake()
+
     def stop(self) -> None:
         self.status.stopping = True
         for consumer in self.consumers:

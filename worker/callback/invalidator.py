@@ -81,6 +81,10 @@ class CacheInvalidator:
         self._idle.clear()
         self._wake.set()
 
+    def wake(self) -> None:
+        """Rows were made due by someone else (a resend): look at the table now."""
+        self._wake.set()
+
     async def drained(self) -> None:
         """Wait until every submitted invalidation had its first attempt."""
         await self._idle.wait()

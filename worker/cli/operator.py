@@ -93,7 +93,9 @@ def cmd_callbacks(settings: Settings, args: argparse.Namespace) -> Coroutine[Any
     async def resend(pool: Pool) -> int:
         ids = await jobs.resend_callbacks(pool, args.ids or None)
         missing = sorted(set(args.ids) - set(ids))
-        print(f"{len(ids)} failed invalidation(s) due again: a running worker sends them now")
+        print(
+            f"{len(ids)} failed invalidation(s) due again: a running worker sends them within 10 s"
+        )
         if missing:
             raise CommandError(f"not failed invalidations: {', '.join(map(str, missing))}")
         return 0

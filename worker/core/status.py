@@ -57,3 +57,7 @@ class WorkerView(Protocol):
     def queue_names(self) -> list[str]:
         """The queues the worker consumes (its configured queue when it has no consumer)."""
         ...
+
+    def callbacks_due(self) -> None:
+        """Invalidations were made due again (a resend): send them now, not at the next sweep."""
+        ...

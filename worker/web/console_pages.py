@@ -140,6 +140,7 @@ class ConsolePages:
     async def resend(self, request: Request, form: dict[str, str]) -> Response:
         one = _number(form.get("id"))
         await jobs.resend_callbacks(self.host.pool, [one] if one else None)
+        self.host.callbacks_due()
         return RedirectResponse("/admin/callbacks", 303)
 
     async def pause(self, request: Request, form: dict[str, str]) -> Response:
