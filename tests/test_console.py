@@ -127,7 +127,7 @@ async def test_dead_letters_of_the_bulk_queue_are_shown_and_retried(database_url
         assert '<b id="bulk-dead"><a href="/admin/dead">1</a></b>' in overview
         dead = (await client.get("/admin/dead")).text
         assert 'href="/admin/jobs/1"' in dead and f'href="/admin/jobs/1?queue={BULK}"' in dead
-        assert f"<td>{BULK}</td>" in dead and f"<td>{QUEUE}</td>" in dead
+        assert f'<td class="opt">{BULK}</td>' in dead and f'<td class="opt">{QUEUE}</td>' in dead
         detail = (await client.get(f"/admin/jobs/1?queue={BULK}")).text
         assert f"&#34;from&#34;: &#34;{BULK}&#34;" in detail  # its payload, not the live one's
         assert f'name="queue" value="{BULK}"' in detail
