@@ -76,7 +76,7 @@ async def measure(
                 measured=measured,
             )
             if raw is not None:
-                await _raw_runs(pool, scopes, match, raw)
+                await _raw_runs(pool, app, scopes, match, raw)
             tick()
     return measured
 
@@ -109,9 +109,11 @@ async def _through_worker(
         await settler.drained()
 
 
-async def _raw_runs(pool: Pool, scopes: StatsHandler, match: Match, raw: RawLatency) -> None:
+async def _raw_runs(
+    pool: Pool, app: Connection, scopes: StatsHandler, match: Match, raw: RawLatency
+) -> None:
     message = StatsMessage(tenant_id=match.tenant_id, match_id=match.id)
-    await _take_back(pool, scopes, message)
+    await _take_back(pool, app, scopes, message)
     started = time.perf_counter()
     scope = await _scope(scopes, message)
     scoped = time.perf_counter()
@@ -119,7 +121,7 @@ async def _raw_runs(pool: Pool, scopes: StatsHandler, match: Match, raw: RawLate
     raw.concurrent.append(time.perf_counter() - started)
     raw.concurrent_tables.add({"scope": scoped - started, **timings.seconds})
 
-    await _take_back(pool, scopes, message)
+    await _take_back(pool, app, scopes, message)
     async with pool.acquire() as connection:
         seconds: dict[str, float] = {}
         started = time.perf_counter()
@@ -139,17 +141,22 @@ async def _scope(scopes: StatsHandler, message: StatsMessage) -> Scope:
     return scope
 
 
-async def _take_back(pool: Pool, scopes: StatsHandler, message: StatsMessage) -> None:
+async def _take_back(
+    pool: Pool, app: Connection, scopes: StatsHandler, message: StatsMessage
+) -> None:
     """Undo the match's contribution and restore it, without a message either way.
 
     Afterwards the source is as it was, and the statistics are as they were
     just before the worker ran the match: the next run recomputes from there.
+    The source is changed on ``app``, the phase's own connection, not the
+    pool's: setting ``session_replication_role`` (the triggers off) empties the
+    plan cache of its session, and a pool connection so emptied would time the
+    next run with every plan made again, which the worker's connections never do.
     """
-    async with pool.acquire() as connection:
-        async with connection.transaction():
-            await connection.execute(query("disable_enqueue_triggers"))
-            await connection.execute(query("bench_uncount_match"), message.match_id)
-        await refresh_concurrently(pool, await _scope(scopes, message))
-        async with connection.transaction():
-            await connection.execute(query("disable_enqueue_triggers"))
-            await connection.execute(query("bench_recount_match"), message.match_id)
+    async with app.transaction():
+        await app.execute(query("disable_enqueue_triggers"))
+        await app.execute(query("bench_uncount_match"), message.match_id)
+    await refresh_concurrently(pool, await _scope(scopes, message))
+    async with app.transaction():
+        await app.execute(query("disable_enqueue_triggers"))
+        await app.execute(query("bench_recount_match"), message.match_id)
