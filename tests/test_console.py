@@ -4,7 +4,9 @@ elsewhere refused, the token never shown. (The browser tests: test_console_brows
 from __future__ import annotations
 
 import contextlib
+import html
 import json
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ import pytest
 from tests.support import drain_stats, running_worker, worker_settings
 from tests.test_http import TOKEN, serving
 from worker.queue.priorities import bulk_queue_name
+from worker.web.console_pages import PAGE_SIZE
 
 WORKER = Path(__file__).resolve().parent.parent / "worker"
 QUEUE = "stats_updates"
@@ -152,6 +155,27 @@ async def test_dead_letters_of_the_bulk_queue_are_shown_and_retried(database_url
             "SELECT count(*) FROM stats_worker.job_runs WHERE status = 'dead' AND msg_id = 1"
             " AND retried_as IS NULL"
         )
+
+
+async def test_the_jobs_page_pages_through_every_job_once_keeping_its_filters(database_url, pool):
+    total = PAGE_SIZE + 5
+    for i in range(total):
+        await pool.execute("SELECT pgmq.send($1, $2::jsonb)", QUEUE, {"n": i})
+    await drain_stats(database_url)  # malformed: each dead at once
+    async with console(database_url) as client:
+        await _logged_in(client)
+        first = (await client.get("/admin/jobs?status=dead")).text
+        older = html.unescape(first.split('id="older" href="', 1)[1].split('"', 1)[0])
+        assert "status=dead" in older
+        second = (await client.get(older)).text
+        assert 'id="older"' not in second
+    first_ids, second_ids = _job_ids(first), _job_ids(second)
+    assert len(first_ids) == PAGE_SIZE and first_ids == sorted(first_ids, reverse=True)
+    assert sorted(first_ids + second_ids) == list(range(1, total + 1))  # each once
+
+
+def _job_ids(page: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<a href="/admin/jobs/(\d+)">', page)]
 
 
 @pytest.mark.parametrize(
