@@ -110,7 +110,10 @@ class EngineHandler:
     def owed_tags(self, payloads: Sequence[EngineJob]) -> Sequence[str]:
         return [f"job:{p.job}" for p in payloads]
 
-    async def run(self, payloads: Sequence[EngineJob]) -> Sequence[str]:
+    async def run(
+        self, payloads: Sequence[EngineJob], before_changes: Callable[[], Awaitable[None]]
+    ) -> Sequence[str]:
+        await before_changes()
         for job in payloads:
             run_id = await self.pool.fetchval(
                 "INSERT INTO engine_runs (job, pid, group_size) VALUES ($1, $2, $3) RETURNING id",

@@ -433,6 +433,51 @@ async def test_a_worker_killed_mid_recompute_still_owes_the_invalidation(databas
     assert owed["tags"] == ["job:doomed"] and owed["status"] == "pending" and owed["later"]
 
 
+async def test_a_recompute_changes_nothing_before_its_write_ahead_row_commits(
+    database_url, conn, pool, receiver
+):
+    """The scope is read while the write-ahead row commits; the statistics wait for it."""
+    league = generate_league(seed=5, tenants=1, players=8, matches=3, side_min=3, side_max=4)
+    await write_clubs(conn, league)
+    await write_scheduled(conn, list(league.matches()))
+    match = next(m for m in league.matches() if m.status == "completed")
+    await complete_match(conn, match)
+    holder = await asyncpg.connect(database_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        # Lets the worker read (its scope, its job records) but not insert the row.
+        await holder.execute("LOCK TABLE stats_worker.callbacks IN SHARE MODE")
+        async with running_worker(callback_settings(database_url, receiver), default_handlers):
+            try:
+                await wait_for(lambda: _inserting_a_callback(conn), timeout=20)
+                await asyncio.sleep(0.5)  # time for a recompute that did not wait to write
+                reported_while_held = await _reported(conn, match.id)
+            finally:
+                await tx.rollback()  # before the worker stops: its settle needs the table
+            [request] = await receiver.wait_for_requests(1, timeout=20)
+        assert not reported_while_held, "the statistics changed before the write-ahead row"
+        assert await _reported(conn, match.id)
+        assert request.body == {"tags": cache_tags([league.tenants[0].id])}
+    finally:
+        await holder.close()
+
+
+async def _inserting_a_callback(conn: asyncpg.Connection) -> bool:
+    waiting: int = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query LIKE '%INSERT INTO stats_worker.callbacks%'"
+    )
+    return waiting > 0
+
+
+async def _reported(conn: asyncpg.Connection, match_id: int) -> bool:
+    found: int = await conn.fetchval(
+        "SELECT count(*) FROM stats.match_reports WHERE match_id = $1", match_id
+    )
+    return found > 0
+
+
 async def test_a_settled_run_leaves_no_write_ahead_row(database_url, conn, pool, receiver):
     await prepare_engine_table(database_url)
     async with running_worker(callback_settings(database_url, receiver)):

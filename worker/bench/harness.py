@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +55,11 @@ class TimedStatsHandler(StatsHandler):
         self.tables = TableTimings()
         self.runs: list[HandlerRun] = []
 
-    async def run(self, payloads: Sequence[StatsMessage]) -> Sequence[str]:
+    async def run(
+        self, payloads: Sequence[StatsMessage], before_changes: Callable[[], Awaitable[None]]
+    ) -> Sequence[str]:
         started = time.perf_counter()
-        scope = await self.scope(payloads)
+        scope = await self.scope_before_changes(payloads, before_changes)
         if scope is None:
             return []
         scoped = time.perf_counter()
@@ -85,8 +87,10 @@ class NoopHandler:
     def group_field(self) -> str | None:
         return None
 
-    async def run(self, payloads: Sequence[Any]) -> Sequence[str]:
-        return ()
+    async def run(
+        self, payloads: Sequence[Any], before_changes: Callable[[], Awaitable[None]]
+    ) -> Sequence[str]:
+        return ()  # changes nothing, owes nothing
 
     def owed_tags(self, payloads: Sequence[Any]) -> Sequence[str]:
         return ()

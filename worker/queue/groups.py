@@ -202,20 +202,20 @@ class Groups:
         self._settler.started(runs)
         alone = False
         payloads = [payload for _, payload in group]
-        reserved: int | None = None
+        reservation = self._settler.reserve(
+            [m.msg_id for m, _ in group], self._handler.owed_tags(payloads)
+        )
         try:
-            reserved = await self._settler.reserve(
-                [m.msg_id for m, _ in group], self._handler.owed_tags(payloads)
-            )
-            tags = await self._handler.run(payloads)
+            tags = await self._handler.run(payloads, reservation.committed)
         except asyncio.CancelledError:
-            # Its write-ahead invalidation stays: part of the work may have committed.
+            # A written write-ahead invalidation stays: part of the work may have committed.
+            reservation.cancel()
             verdicts.release(runs, "interrupted by shutdown")
             raise
         except Exception as exc:
             verdicts.finish(runs, started)
             # Same batch as what follows: the tags move from the write-ahead row to it.
-            self._settler.release(reserved)
+            self._settler.release(await reservation.row())
             self._settler.owe(self._handler.owed_tags(payloads))
             if len(group) > 1 and not self.stopping:
                 # One bad message must not take the others with it: each runs
@@ -232,7 +232,7 @@ class Groups:
                 verdicts.failed_all(group, runs, exc)
         else:
             verdicts.finish(runs, started)
-            self._settler.release(reserved)
+            self._settler.release(await reservation.row())
             verdicts.succeeded(runs, tags)
         finally:
             self._done(key, [] if alone else group)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from worker.core import metrics
 from worker.core.database import DATABASE_ERRORS, Pool, is_transient
@@ -35,6 +36,42 @@ RESERVATION_SECONDS = 120.0
 
 InvalidationSink = Callable[[Invalidation], None]
 DeadLetterSink = Callable[[JobRun, str], None]
+
+
+class Reservation:
+    """A run's write-ahead invalidation, written while the run starts.
+
+    The run's handler reads what it needs meanwhile and awaits :meth:`committed`
+    before it changes anything, so the reservation's round trip and commit are
+    off a live match's path; the run's settle takes over :meth:`row`.
+    """
+
+    def __init__(self, write: Coroutine[Any, Any, int] | None) -> None:
+        self._task = None if write is None else asyncio.ensure_future(write)
+
+    async def committed(self) -> None:
+        """Return once the reservation is committed; raise if it could not be."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def row(self) -> int | None:
+        """The reserved row, for the settle to take over.
+
+        None when there was nothing to reserve, or when writing it failed: the
+        run then changed nothing (its handler waits for :meth:`committed`
+        first), and the failure, when it mattered, is the run's.
+        """
+        if self._task is None:
+            return None
+        try:
+            return await asyncio.shield(self._task)
+        except DATABASE_ERRORS:
+            return None
+
+    def cancel(self) -> None:
+        """Shutdown: a reservation not written yet guards nothing (no change started)."""
+        if self._task is not None:
+            self._task.cancel()
 
 
 class Settler:
@@ -71,10 +108,11 @@ class Settler:
         self._pending.tags.update(tags)
         self._kick()
 
-    async def reserve(self, msg_ids: Sequence[int], tags: Sequence[str]) -> int | None:
+    def reserve(self, msg_ids: Sequence[int], tags: Sequence[str]) -> Reservation:
         """Record ``tags`` as owed before a run may change anything (see reserve_invalidation)."""
-        if not tags:
-            return None
+        return Reservation(self._reserve(msg_ids, tags) if tags else None)
+
+    async def _reserve(self, msg_ids: Sequence[int], tags: Sequence[str]) -> int:
         reserved: int = await self._pool.fetchval(
             query("reserve_invalidation"), list(msg_ids), RESERVATION_SECONDS, list(tags)
         )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
 from worker.core.database import Pool
@@ -90,14 +91,24 @@ class StatsHandler:
         # Each table commits on its own: after a failure some may have changed.
         return cache_tags([p.tenant_id for p in payloads])
 
-    async def run(self, payloads: Sequence[StatsMessage]) -> Sequence[str]:
-        scope = await self.scope(payloads)
+    async def run(
+        self, payloads: Sequence[StatsMessage], before_changes: Callable[[], Awaitable[None]]
+    ) -> Sequence[str]:
+        scope = await self.scope_before_changes(payloads, before_changes)
         if scope is None:
             return []  # an unknown tenant or match: nothing changed, nothing to invalidate
         timings = await self.refresh(scope)
         if self._on_timings is not None:
             self._on_timings(timings)
         return cache_tags([p.tenant_id for p in payloads])
+
+    async def scope_before_changes(
+        self, messages: Sequence[StatsMessage], before_changes: Callable[[], Awaitable[None]]
+    ) -> Scope | None:
+        """The scope, read while the engine's write-ahead invalidation commits
+        (the scope only reads); once it returns, the recompute may change things."""
+        scope, _ = await asyncio.gather(self.scope(messages), before_changes())
+        return scope
 
     async def refresh(self, scope: Scope) -> Timings:
         if self._concurrent and len(scope.match_ids) <= CONCURRENT_UP_TO_MATCHES:
