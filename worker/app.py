@@ -117,7 +117,10 @@ async def run_worker(
             alerter=DeadLetterAlerter(settings, client),
             leadership=Leadership(settings.session_dsn(dsn), settings.leader_lease_seconds),
         )
-        pause = Pause(pool, settings.queue_name, worker.status)  # the bulk queue's too
+        # One pause for every consumer of the worker, the bulk queue's too.
+        pause = Pause(
+            pool, settings.queue_name, worker.status, fresh_for=settings.poll_interval_seconds
+        )
         for queue_name, handler in handlers(settings, pool).items():
             settler = Settler(pool, queue_name)
             settler.on_invalidation = worker.invalidator.submit

@@ -1,8 +1,8 @@
 """Pausing a worker's consumers, stored in the database so every replica obeys.
 
-Each consumer asks its worker's :class:`Pause` before each read; a paused
-consumer reads nothing (what it holds still finishes) and asks again after one
-poll interval.
+Each consumer asks its worker's :class:`Pause` before each read (the database
+at most once a poll interval); a paused consumer reads nothing (what it holds
+still finishes) and asks again after one poll interval.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -59,15 +60,28 @@ class Pause:
     the shared ``status.paused`` never goes back to a stale answer.
     """
 
-    def __init__(self, pool: Pool, queue_name: str, status: WorkerStatus) -> None:
+    def __init__(
+        self, pool: Pool, queue_name: str, status: WorkerStatus, *, fresh_for: float
+    ) -> None:
         self.queue_name = queue_name
         self._pool = pool
         self._status = status
+        self._fresh_for = fresh_for
+        self._asked_at: float | None = None
         self._asking = asyncio.Lock()
 
     async def check(self) -> bool:
+        """The pause as the database had it at most ``fresh_for`` seconds ago.
+
+        A poll interval: a pause still reaches every replica within one poll,
+        and a read woken by a new message does not wait for a round trip first.
+        """
         async with self._asking:
+            now = time.monotonic()
+            if self._asked_at is not None and now - self._asked_at < self._fresh_for:
+                return self._status.paused
             paused = await is_paused(self._pool, self.queue_name)
+            self._asked_at = now
             if paused != self._status.paused:
                 self._status.paused = paused
                 message = "consuming paused" if paused else "consuming resumed"
