@@ -59,18 +59,27 @@ runs AS (
         updated_at = now()
     RETURNING 1
 ),
+-- pgmq's functions build their statements at run time, so each call costs a
+-- parse and a plan: one with nothing to do is not made (a function in the
+-- select list of no row is never called).
 acked AS (
-    SELECT 1 FROM pgmq.delete($1, ARRAY(
-        SELECT a FROM unnest($12::bigint[]) AS a WHERE a IN (SELECT msg_id FROM owned)))
+    SELECT pgmq.delete($1, x.ids)
+    FROM (SELECT ARRAY(SELECT a FROM unnest($12::bigint[]) AS a
+                       WHERE a IN (SELECT msg_id FROM owned)) AS ids) AS x
+    WHERE cardinality(x.ids) > 0
 ),
 retried AS (
-    SELECT stats_worker.retry_after($1, array_agg(d.msg_id), array_agg(d.delay_s)) AS n
-    FROM unnest($13::bigint[], $14::double precision[]) AS d(msg_id, delay_s)
-    WHERE d.msg_id IN (SELECT msg_id FROM owned)
+    SELECT stats_worker.retry_after($1, x.ids, x.delays) AS n
+    FROM (SELECT array_agg(d.msg_id) AS ids, array_agg(d.delay_s) AS delays
+          FROM unnest($13::bigint[], $14::double precision[]) AS d(msg_id, delay_s)
+          WHERE d.msg_id IN (SELECT msg_id FROM owned)) AS x
+    WHERE x.ids IS NOT NULL
 ),
 dead AS (
-    SELECT 1 FROM pgmq.archive($1, ARRAY(
-        SELECT a FROM unnest($15::bigint[]) AS a WHERE a IN (SELECT msg_id FROM owned)))
+    SELECT pgmq.archive($1, x.ids)
+    FROM (SELECT ARRAY(SELECT a FROM unnest($15::bigint[]) AS a
+                       WHERE a IN (SELECT msg_id FROM owned)) AS ids) AS x
+    WHERE cardinality(x.ids) > 0
 ),
 released AS (
     -- Write-ahead invalidations of these runs ($20, see reserve_invalidation):
@@ -85,7 +94,7 @@ invalidation AS (
 )
 SELECT (SELECT count(*) FROM runs) AS runs,
        (SELECT count(*) FROM acked) AS acked,
-       (SELECT coalesce(n, 0) FROM retried) AS retried,
+       coalesce((SELECT n FROM retried), 0) AS retried,
        (SELECT count(*) FROM dead) AS dead,
        (SELECT id FROM invalidation) AS callback_id,
        (SELECT count(*) FROM released) AS released,
