@@ -101,8 +101,10 @@ async def _queue_empty(conn: asyncpg.Connection) -> bool:
 async def test_two_replicas_never_recompute_one_tenant_at_the_same_time(database_url, conn, pool):
     await _schedule_league(conn)
     # One slot each: a replica holds at most two tenants, so the four are shared out.
+    # A replica whose read was all the other's tenants sleeps a poll: a short one,
+    # or the other may drain the whole backlog (about 2 s) before it wakes.
     env = {"CONCURRENCY": "1", "POOL_MAX_SIZE": "4", "MIGRATE_ON_START": "false",
-           "LOG_FORMAT": "json"}  # fmt: skip
+           "LOG_FORMAT": "json", "POLL_INTERVAL_SECONDS": "0.2"}  # fmt: skip
     replicas = [start_stats_worker(database_url, **env) for _ in "ab"]
     try:
         for replica in replicas:  # both up and idle before the backlog appears
