@@ -13,7 +13,7 @@ and put back, so every run writes the same rows the worker wrote.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 from worker.app import Worker
@@ -78,6 +78,45 @@ async def measure(
             if raw is not None:
                 await _raw_runs(pool, app, scopes, match, raw)
             tick()
+    return measured
+
+
+async def measure_interleaved(
+    *,
+    worker: Worker,
+    handlers: StatsHandlers,
+    pool: Pool,
+    receiver: CallbackReceiver,
+    phases: Mapping[str, str],
+    tick: Callable[[], None],
+) -> dict[str, WorkerLatency]:
+    """Complete one match of each of ``phases`` in turn, until all are done.
+
+    Phases compared with each other (the growth tenants) then share whatever
+    the machine and the database do meanwhile (autovacuum, checkpoints, a
+    neighbour's burst): measured one after the other, one phase could take all
+    of it, and their ratio moved by 0.2 between runs that changed nothing.
+    """
+    measured = {name: WorkerLatency() for name in phases}
+    streams: dict[str, AsyncIterator[Match]] = {
+        name: pending_matches(pool, phase) for name, phase in phases.items()
+    }
+    async with pool.acquire() as app:
+        while streams:
+            for name, stream in list(streams.items()):
+                match = await anext(stream, None)
+                if match is None:
+                    del streams[name]
+                    continue
+                await _through_worker(
+                    worker=worker,
+                    handlers=handlers,
+                    app=app,
+                    receiver=receiver,
+                    match=match,
+                    measured=measured[name],
+                )
+                tick()
     return measured
 
 

@@ -159,13 +159,22 @@ class _Bench:
             )
             self.results.raw = RawLatency()
             self.results.latency = await measure(phase=LATENCY, tick=tick, raw=self.results.raw)
-            for size, phase in (("small", GROWTH_SMALL), ("large", GROWTH_LARGE)):
-                history: int = getattr(self.results.options, f"growth_{size}")
-                tick = self._task(
-                    f"growth: appending to {history:,} matches",
-                    await phase_size(self.pool, phase),
+            phases = {"small": GROWTH_SMALL, "large": GROWTH_LARGE}
+            sizes = " and ".join(
+                f"{getattr(self.results.options, f'growth_{size}'):,}" for size in phases
+            )
+            appended = [await phase_size(self.pool, phase) for phase in phases.values()]
+            tick = self._task(f"growth: appending to {sizes} matches in turn", sum(appended))
+            self.results.growth.update(
+                await latency.measure_interleaved(
+                    worker=worker,
+                    handlers=handlers,
+                    pool=self.pool,
+                    receiver=self.receiver,
+                    phases=phases,
+                    tick=tick,
                 )
-                self.results.growth[size] = await measure(phase=phase, tick=tick)
+            )
 
     async def during_backfill(self) -> None:
         options, load = self.results.options, self.results.load
