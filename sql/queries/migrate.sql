@@ -79,6 +79,9 @@ WITH wanted (name, tbl, cols) AS (
         ('match_players_player_id_idx', 'public.match_players', ARRAY['player_id']),
         ('matches_tenant_played_at_id_idx', 'public.matches', ARRAY['tenant_id', 'played_at', 'id']),
         ('matches_season_id_idx', 'public.matches', ARRAY['season_id']),
+        -- a season's matches of one tenant, whatever the tenant's history (the
+        -- season statistics' generic plans; season_id alone serves the foreign key)
+        ('matches_tenant_season_id_idx', 'public.matches', ARRAY['tenant_id', 'season_id']),
         ('seasons_tenant_id_idx', 'public.seasons', ARRAY['tenant_id']),
         ('players_tenant_id_idx', 'public.players', ARRAY['tenant_id'])
 ),
