@@ -14,7 +14,6 @@ the reference size (:func:`load_lone_tenant`).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -176,7 +175,7 @@ def _league(options: BenchOptions, seed: int, tenant_count: int, matches: int) -
         tenants=tenant_count,
         players=options.players,
         matches=matches,
-        seasons=max(1, math.ceil(matches / options.season_matches)),
+        season_matches=options.season_matches,
         side_min=options.side_min,
         side_max=options.side_max,
     )

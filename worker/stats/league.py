@@ -73,11 +73,18 @@ def generate_league(
     players: int,
     matches: int,
     seasons: int = 3,
+    season_matches: int | None = None,
     side_min: int = 5,
     side_max: int = 7,
     start: datetime = datetime(2024, 1, 6, 18, 0, tzinfo=UTC),
 ) -> League:
-    """A league of completed matches (a few cancelled ones, a few outside any season)."""
+    """A league of completed matches (a few cancelled ones, a few outside any season).
+
+    ``matches`` of each tenant are split into ``seasons`` equal seasons, the last
+    taking the remainder; with ``season_matches``, into seasons of that many
+    matches instead (as many as it takes, the last holding what is left), so
+    tenants of different histories have seasons of one size.
+    """
     rng = random.Random(seed)
     league = League([])
     next_player, next_season, next_match = 1, 1, 1
@@ -89,7 +96,11 @@ def generate_league(
             tenant.players[next_player + i] = name
         next_player += players
         season_ids = []
-        per_season = max(1, matches // seasons)
+        if season_matches is not None:
+            per_season = season_matches
+            seasons = max(1, -(-matches // season_matches))
+        else:
+            per_season = max(1, matches // seasons)
         for s in range(seasons):
             first_day = (start + timedelta(days=7 * per_season * s)).date()
             last_day = first_day + timedelta(days=7 * per_season - 1)
