@@ -91,8 +91,8 @@ WHERE i.indrelid = to_regclass('stats.' || $1) AND i.indisprimary
 ORDER BY array_position(i.indkey, a.attnum)
 
 -- name: table_rows
--- Every row of one stats table for one tenant, as JSON ({table} is from a fixed list).
-SELECT to_jsonb(t) AS row FROM stats.{table} t WHERE t.tenant_id = $1
+-- Every row of one stats table for one tenant, as JSON text ({table} is from a fixed list).
+SELECT to_jsonb(t)::text AS row FROM stats.{table} t WHERE t.tenant_id = $1
 
 -- name: claim_backfill
 -- The next tenant waiting for its first full recompute, locked for the

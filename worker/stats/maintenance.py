@@ -8,6 +8,7 @@ the live tables are never touched.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,13 +94,15 @@ async def verify(pool: Pool, tenant: UUID, progress: Progress | None = None) -> 
         keys = {table: await _key_columns(connection, table) for table in TABLES}
         try:
             async with connection.transaction():
-                live = {table: await _rows(connection, table, tenant) for table in TABLES}
+                live = {
+                    table: await _rows(connection, table, tenant, keys[table]) for table in TABLES
+                }
                 scope = await full_scope(connection, tenant)
                 share = len(scope.match_ids) / len(TABLES)
                 done = None if progress is None else _reporting(progress, share)
                 await refresh_in_one_transaction(connection, scope, done)
                 for table in TABLES:
-                    expected = await _rows(connection, table, tenant)
+                    expected = await _rows(connection, table, tenant, keys[table])
                     drift += _compare(table, keys[table], live[table], expected)
                 raise _Rollback
         except _Rollback:
@@ -111,22 +114,38 @@ async def _key_columns(connection: Connection, table: str) -> list[str]:
     return [row["attname"] for row in await connection.fetch(query("table_key_columns"), table)]
 
 
-async def _rows(connection: Connection, table: str, tenant: UUID) -> list[dict[str, Any]]:
+Key = tuple[Any, ...]
+
+
+async def _rows(
+    connection: Connection, table: str, tenant: UUID, key_columns: list[str]
+) -> dict[Key, str]:
+    """The tenant's rows of ``table`` by key, each kept as its JSON text.
+
+    Text, not parsed rows: the live rows of every table are held while the
+    statistics are recomputed, and for a tenant of 20,000 matches parsed rows
+    took about 230 MB. Equal rows have equal text (jsonb's output is canonical),
+    so only differing rows are parsed again.
+    """
     sql = query("table_rows").format(table=table)  # table is one of TABLES
-    return [row["row"] for row in await connection.fetch(sql, tenant)]
+    rows: dict[Key, str] = {}
+    for record in await connection.fetch(sql, tenant):
+        text: str = record["row"]
+        parsed = json.loads(text)
+        rows[tuple(parsed[c] for c in key_columns)] = text
+    return rows
 
 
 def _compare(
-    table: str, key_columns: list[str], live: list[dict[str, Any]], expected: list[dict[str, Any]]
+    table: str, key_columns: list[str], live: dict[Key, str], expected: dict[Key, str]
 ) -> list[Drift]:
-    def key(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(row[c] for c in key_columns)
-
-    live_by_key = {key(r): r for r in live}
-    expected_by_key = {key(r): r for r in expected}
     drift = []
-    for k in sorted(live_by_key.keys() | expected_by_key.keys(), key=str):
-        have, want = live_by_key.get(k), expected_by_key.get(k)
+    for k in sorted(live.keys() | expected.keys(), key=str):
+        have_text, want_text = live.get(k), expected.get(k)
+        if have_text == want_text:
+            continue
+        have = None if have_text is None else json.loads(have_text)
+        want = None if want_text is None else json.loads(want_text)
         if have is None or want is None or not _same_row(have, want):
             drift.append(Drift(table, dict(zip(key_columns, k, strict=True)), have, want))
     return drift
