@@ -90,9 +90,27 @@ JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
 WHERE i.indrelid = to_regclass('stats.' || $1) AND i.indisprimary
 ORDER BY array_position(i.indkey, a.attnum)
 
--- name: table_rows
--- Every row of one stats table for one tenant, as JSON text ({table} is from a fixed list).
-SELECT to_jsonb(t)::text AS row FROM stats.{table} t WHERE t.tenant_id = $1
+-- name: verify_keep_live
+-- verify: a copy of one statistic's live rows of the tenant, kept in the
+-- database (not in the worker's memory) while the statistic is recomputed in
+-- the same transaction, which rolls back and drops it ({table} is from a fixed list).
+CREATE TEMPORARY TABLE verify_live_{table} ON COMMIT DROP AS
+SELECT to_jsonb(t) AS row FROM stats.{table} t WHERE t.tenant_id = $1
+
+-- name: verify_differing_rows
+-- verify: the rows, as JSON text, that are in the live copy and not in the
+-- recomputation ('live') or the other way round ('expected'). Equal rows stay
+-- in the database; jsonb compares numbers by value.
+WITH expected AS MATERIALIZED (
+  SELECT to_jsonb(t) AS row FROM stats.{table} t WHERE t.tenant_id = $1
+)
+SELECT 'live' AS side, d.row::text AS row
+FROM (SELECT row FROM pg_temp.verify_live_{table}
+      EXCEPT ALL SELECT row FROM expected) d
+UNION ALL
+SELECT 'expected', d.row::text
+FROM (SELECT row FROM expected
+      EXCEPT ALL SELECT row FROM pg_temp.verify_live_{table}) d
 
 -- name: claim_backfill
 -- The next tenant waiting for its first full recompute, locked for the
