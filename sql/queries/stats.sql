@@ -98,17 +98,17 @@ CREATE TEMPORARY TABLE verify_live_{table} ON COMMIT DROP AS
 SELECT to_jsonb(t) AS row FROM stats.{table} t WHERE t.tenant_id = $1
 
 -- name: verify_differing_rows
--- verify: the rows, as JSON text, that are in the live copy and not in the
--- recomputation ('live') or the other way round ('expected'). Equal rows stay
--- in the database; jsonb compares numbers by value.
+-- verify: the rows that are in the live copy and not in the recomputation
+-- ('live') or the other way round ('expected'). Equal rows stay in the
+-- database; jsonb compares numbers by value.
 WITH expected AS MATERIALIZED (
   SELECT to_jsonb(t) AS row FROM stats.{table} t WHERE t.tenant_id = $1
 )
-SELECT 'live' AS side, d.row::text AS row
+SELECT 'live' AS side, d.row
 FROM (SELECT row FROM pg_temp.verify_live_{table}
       EXCEPT ALL SELECT row FROM expected) d
 UNION ALL
-SELECT 'expected', d.row::text
+SELECT 'expected', d.row
 FROM (SELECT row FROM expected
       EXCEPT ALL SELECT row FROM pg_temp.verify_live_{table}) d
 

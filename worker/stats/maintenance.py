@@ -8,7 +8,6 @@ same inside a transaction it rolls back, comparing every row before and after
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,40 +119,36 @@ async def _key_columns(connection: Connection, table: str) -> list[str]:
 
 
 Key = tuple[Any, ...]
+Row = dict[str, Any]
 
 
 async def _differing_rows(
     connection: Connection, table: str, tenant: UUID, key_columns: list[str]
-) -> tuple[dict[Key, str], dict[Key, str]]:
+) -> tuple[dict[Key, Row], dict[Key, Row]]:
     """The live and the recomputed rows of ``table`` that are not in both, by key.
 
-    A row whose value changed is in both, under its key; the JSON text is kept
-    as it came, and parsed again only to be compared within the tolerance.
+    A row whose value changed is in both, under its key.
     """
-    sides: dict[str, dict[Key, str]] = {"live": {}, "expected": {}}
+    sides: dict[str, dict[Key, Row]] = {"live": {}, "expected": {}}
     for record in await connection.fetch(_sql("verify_differing_rows", table), tenant):
-        text: str = record["row"]
-        parsed = json.loads(text)
-        sides[record["side"]][tuple(parsed[c] for c in key_columns)] = text
+        row: Row = record["row"]
+        sides[record["side"]][tuple(row[c] for c in key_columns)] = row
     return sides["live"], sides["expected"]
 
 
 def _compare(
-    table: str, key_columns: list[str], live: dict[Key, str], expected: dict[Key, str]
+    table: str, key_columns: list[str], live: dict[Key, Row], expected: dict[Key, Row]
 ) -> list[Drift]:
+    """The rows that differ beyond the rating tolerance, in key order."""
     drift = []
     for k in sorted(live.keys() | expected.keys(), key=str):
-        have_text, want_text = live.get(k), expected.get(k)
-        if have_text == want_text:
-            continue
-        have = None if have_text is None else json.loads(have_text)
-        want = None if want_text is None else json.loads(want_text)
+        have, want = live.get(k), expected.get(k)
         if have is None or want is None or not _same_row(have, want):
             drift.append(Drift(table, dict(zip(key_columns, k, strict=True)), have, want))
     return drift
 
 
-def _same_row(have: dict[str, Any], want: dict[str, Any]) -> bool:
+def _same_row(have: Row, want: Row) -> bool:
     if have.keys() != want.keys():
         return False
     for column, value in have.items():
