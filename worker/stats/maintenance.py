@@ -96,7 +96,8 @@ async def verify(pool: Pool, tenant: UUID, progress: Progress | None = None) -> 
         try:
             async with connection.transaction():
                 for table in TABLES:
-                    await connection.execute(_sql("verify_keep_live", table), tenant)
+                    keep = query("verify_keep_live").format(table=table)  # one of TABLES
+                    await connection.execute(keep, tenant)
                 scope = await full_scope(connection, tenant)
                 share = len(scope.match_ids) / len(TABLES)
                 done = None if progress is None else _reporting(progress, share)
@@ -108,10 +109,6 @@ async def verify(pool: Pool, tenant: UUID, progress: Progress | None = None) -> 
         except _Rollback:
             pass
     return drift
-
-
-def _sql(name: str, table: str) -> str:
-    return query(name).format(table=table)  # table is one of TABLES
 
 
 async def _key_columns(connection: Connection, table: str) -> list[str]:
@@ -130,7 +127,8 @@ async def _differing_rows(
     A row whose value changed is in both, under its key.
     """
     sides: dict[str, dict[Key, Row]] = {"live": {}, "expected": {}}
-    for record in await connection.fetch(_sql("verify_differing_rows", table), tenant):
+    sql = query("verify_differing_rows").format(table=table)  # table is one of TABLES
+    for record in await connection.fetch(sql, tenant):
         row: Row = record["row"]
         sides[record["side"]][tuple(row[c] for c in key_columns)] = row
     return sides["live"], sides["expected"]
